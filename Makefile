@@ -1,0 +1,15 @@
+# The README's two commands. Both do all set-up on a fresh machine first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup test lint
+
+setup:
+	bash scripts/setup.sh
+
+test: setup
+	$(PY) -m ruff check m2a_core m2a_ros training test launch
+	$(PY) -m pytest -q test
+
+lint: setup
+	$(PY) -m ruff check m2a_core m2a_ros training test launch

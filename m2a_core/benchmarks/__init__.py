@@ -1,0 +1,1 @@
+"""Benchmarks behind ``m2a bench``: each prints numbers, none asserts timings."""

@@ -1,0 +1,1 @@
+"""m2a_ros: thin rclpy nodes over m2a_core (message conversion, QoS, parameters, diagnostics)."""
