@@ -1,0 +1,72 @@
+"""``m2a infer``: anomaly heatmaps and overlays for image files (and raw outputs with --save-raw)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tqdm import tqdm
+
+from m2a_core.errors import M2AError
+from m2a_core.imageio import read_rgb, write_npz, write_png
+from m2a_core.visualize import anomaly_overlay, colorize_scores
+
+
+def add_predictor_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by every command that runs the predictor."""
+    parser.add_argument("--weights", required=True, help="m2a weights file (.safetensors; see 'm2a convert')")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (default cpu)")
+    parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped view (official)")
+    parser.add_argument("--no-refine", action="store_true", help="skip the refinement mask (deviation)")
+    parser.add_argument("--short-side", type=int, default=1024,
+                        help="resize so the short side is this (official 1024); 0 keeps the input size (deviation)")
+    parser.add_argument("--max-size", type=int, default=2048, help="cap on the long side after resizing")
+    parser.add_argument("--resize", choices=("pil", "device"), default="pil",
+                        help="pil: official uint8 PIL bilinear; device: bilinear on the torch device (deviation)")
+
+
+def build_predictor(args: argparse.Namespace):
+    from m2a_core.predictor import Predictor
+
+    device = args.device
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise M2AError(f"--device {device} asked for, but CUDA is not available on this machine")
+    return Predictor.from_weights(
+        args.weights, device=device, tta=args.tta, refine=not args.no_refine,
+        short_side=args.short_side or None, max_size=args.max_size or None, resize=args.resize)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("infer", help="anomaly heatmaps and overlays for images")
+    add_predictor_arguments(parser)
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--save-raw", action="store_true",
+                        help="also write <stem>.npz with anomaly, anomaly_no_refine, semseg, pred_logits, pred_masks")
+    parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Read every input first: a typo in the last file name should not cost a long run.
+    paths = [Path(p) for p in args.images]
+    for path in paths:
+        if not path.is_file():
+            raise M2AError(f"image {path} does not exist")
+    stems = [p.stem for p in paths]
+    if len(set(stems)) != len(stems):
+        raise M2AError("two input images share a file name stem; outputs would overwrite each other")
+    predictor = build_predictor(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in tqdm(paths, desc="m2a infer", unit="img", disable=len(paths) < 2):
+        image = read_rgb(path)
+        pred = predictor(image)
+        write_png(out / f"{path.stem}_anomaly.png", colorize_scores(pred.anomaly))
+        write_png(out / f"{path.stem}_overlay.png", anomaly_overlay(image, pred.anomaly))
+        if args.save_raw:
+            write_npz(out / f"{path.stem}.npz", anomaly=pred.anomaly, anomaly_no_refine=pred.anomaly_no_refine,
+                      semseg=pred.semseg, pred_logits=pred.pred_logits, pred_masks=pred.pred_masks)
+    print(f"wrote {len(paths)} result(s) to {out}")
+    return 0

@@ -1,0 +1,173 @@
+"""The one predictor the ROS node, the bag tools, evaluation and the CLI all call.
+
+``Predictor`` = preprocessing (``m2a_core.preprocess``) + a network backend (anything with
+``run(batch) -> (pred_logits, pred_masks)``: PyTorch here; ONNX Runtime and TensorRT plug in the same
+way) + the paper's inference (``m2a_core.inference``). By default it reproduces the official evaluation
+exactly; every deviation (other input sizes, device-side resize, no refinement) is an explicit option.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from m2a_core.checkpoint import load_model
+from m2a_core.classes import ClassSet, get_class_set
+from m2a_core.config import ModelConfig
+from m2a_core.inference import AnomalyMaps, RefinementParams, anomaly_maps
+from m2a_core.preprocess import (
+    check_image,
+    normalize_and_pad,
+    resize_pil,
+    resize_tensor,
+    resized_shape,
+    to_tensor,
+)
+
+
+class NetworkBackend(Protocol):
+    config: ModelConfig
+    device: torch.device
+
+    def run(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised, padded [B, 3, H, W] -> (pred_logits [B, Q, K+1], pred_masks [B, Q, H/4, W/4])."""
+        ...
+
+
+class TorchBackend:
+    """The PyTorch model on CPU or CUDA."""
+
+    name = "torch"
+
+    def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.config: ModelConfig = model.config
+
+    @classmethod
+    def from_weights(cls, path: str | Path, device: torch.device | str = "cpu") -> TorchBackend:
+        return cls(load_model(path, device), device)
+
+    @torch.inference_mode()
+    def run(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(batch.to(self.device), aux=False)
+        return out["pred_logits"], out["pred_masks"]
+
+
+@dataclass(frozen=True)
+class PredictorOptions:
+    """How images become network inputs and outputs become maps. Defaults = the official evaluation."""
+
+    short_side: int | None = 1024      # None: run at the input size (a deviation)
+    max_size: int | None = 2048
+    resize: str = "pil"                # "pil" (official, on uint8) or "device" (bilinear on the device)
+    tta: bool = False                  # average the anomaly score with the horizontally flipped view
+    refine: bool = True                # apply the refinement mask
+
+    def __post_init__(self) -> None:
+        if self.resize not in ("pil", "device"):
+            raise ValueError(f"resize must be 'pil' or 'device', got {self.resize!r}")
+
+
+@dataclass
+class Prediction:
+    """Per-image results as numpy arrays at the input image's size."""
+
+    anomaly: np.ndarray             # float32 [H, W]: refined score (flip-averaged with tta)
+    anomaly_no_refine: np.ndarray   # float32 [H, W]
+    semseg: np.ndarray              # uint8 [H, W]: argmax of the class map (unflipped view)
+    pred_logits: np.ndarray         # float32 [Q, K+1]
+    pred_masks: np.ndarray          # float32 [Q, Hp/4, Wp/4]: mask logits of the padded network input
+    num_refine: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Predictor:
+    def __init__(self, backend: NetworkBackend, options: PredictorOptions | None = None) -> None:
+        self.backend = backend
+        self.options = options or PredictorOptions()
+        self.config = backend.config
+        self.class_set: ClassSet = get_class_set(self.config.classes)
+        self.refinement = RefinementParams(
+            class_ids=self.config.refine_class_ids,
+            score_threshold=self.config.refine_score_threshold,
+            mask_threshold=self.config.refine_mask_threshold,
+        ) if self.options.refine else None
+
+    @classmethod
+    def from_weights(cls, path: str | Path, device: torch.device | str = "cpu", **options) -> Predictor:
+        return cls(TorchBackend.from_weights(path, device), PredictorOptions(**options))
+
+    @property
+    def device(self) -> torch.device:
+        return self.backend.device
+
+    def __call__(self, image: np.ndarray) -> Prediction:
+        return self.predict_batch([image])[0]
+
+    def predict_batch(self, images: list[np.ndarray]) -> list[Prediction]:
+        """Images of the same size run as one network batch; others one by one (padding is per batch)."""
+        results: list[Prediction | None] = [None] * len(images)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, image in enumerate(images):
+            groups.setdefault(check_image(image).shape[:2], []).append(index)
+        for indices in groups.values():
+            for index, prediction in zip(indices, self._predict_same_size([images[i] for i in indices]),
+                                         strict=True):
+                results[index] = prediction
+        return results  # type: ignore[return-value]
+
+    def preprocess(self, images: list[np.ndarray]) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Same-size uint8 RGB images -> (normalised padded batch, resized unpadded size)."""
+        height, width = images[0].shape[:2]
+        size = resized_shape(height, width, self.options.short_side, self.options.max_size)
+        if self.options.resize == "pil":
+            tensors = [to_tensor(resize_pil(im, size), self.device) for im in images]
+        else:
+            tensors = [resize_tensor(to_tensor(im, self.device), size) for im in images]
+        batch = normalize_and_pad(tensors, self.config.pixel_mean, self.config.pixel_std,
+                                  self.config.size_divisibility)
+        return batch, size
+
+    def postprocess(self, pred_logits: torch.Tensor, pred_masks: torch.Tensor, padded_size: tuple[int, int],
+                    input_size: tuple[int, int], output_size: tuple[int, int]) -> AnomalyMaps:
+        return anomaly_maps(pred_logits, pred_masks, padded_size, input_size, output_size, self.refinement)
+
+    @torch.inference_mode()
+    def _predict_same_size(self, images: list[np.ndarray]) -> list[Prediction]:
+        output_size = images[0].shape[:2]
+        views = images + ([np.ascontiguousarray(im[:, ::-1]) for im in images] if self.options.tta else [])
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        t0 = time.perf_counter()
+        batch, input_size = self.preprocess(views)
+        sync()
+        t1 = time.perf_counter()
+        pred_logits, pred_masks = self.backend.run(batch)
+        sync()
+        t2 = time.perf_counter()
+        padded_size = (int(batch.shape[2]), int(batch.shape[3]))
+        maps = [self.postprocess(pred_logits[i], pred_masks[i], padded_size, input_size, output_size)
+                for i in range(len(views))]
+        results = []
+        n = len(images)
+        for i in range(n):
+            anomaly = maps[i].anomaly
+            if self.options.tta:
+                anomaly = (anomaly + maps[n + i].anomaly.flip(-1)) / 2.0
+            results.append(Prediction(
+                anomaly=anomaly.float().cpu().numpy(),
+                anomaly_no_refine=maps[i].anomaly_no_refine.float().cpu().numpy(),
+                semseg=maps[i].semseg.to(torch.uint8).cpu().numpy(),
+                pred_logits=pred_logits[i].float().cpu().numpy(),
+                pred_masks=pred_masks[i].float().cpu().numpy(),
+                num_refine=maps[i].num_refine,
+            ))
+        sync()
+        t3 = time.perf_counter()
+        for r in results:
+            r.timings = {"preprocess": (t1 - t0) / n, "network": (t2 - t1) / n, "postprocess": (t3 - t2) / n}
+        return results
