@@ -1,0 +1,140 @@
+"""What the node publishes for one frame, built from the frame and the library's results (no ROS state).
+
+Pictures come from ``m2a_core.visualize``; this module adds only what is specific to the node's outputs:
+unknown-instance contours and boxes on the overlay, RViz markers and vision_msgs detections.
+The node and ``m2a_ros.bench_node`` both call these functions, so the benchmark measures the node's code.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from m2a_core.classes import IGNORE_ID, UNKNOWN_ID, ClassSet
+from m2a_core.visualize import anomaly_overlay
+
+INSTANCE_COLOR = (0, 255, 255)    # cyan: unknown-instance contours and boxes (not in the class palette)
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    colormap: str = "inferno"
+    score_min: float = 0.0
+    score_max: float = 1.0
+    overlay_alpha: float = 0.5
+    marker_scale: float = 0.001
+    marker_depth: float = 1.0
+
+
+def unknown_segments(segments: list[dict]) -> list[dict]:
+    return [s for s in segments if s.get("unknown")]
+
+
+def instance_contours(id_map: np.ndarray, ids: list[int]) -> np.ndarray:
+    """bool [H, W]: pixels of the given segments that touch a pixel of another segment (4-neighbours)."""
+    inside = np.isin(id_map, ids)
+    edge = np.zeros_like(inside)
+    # A pixel is on the contour where a neighbour carries a different id (or lies outside the image).
+    edge[1:, :] |= id_map[1:, :] != id_map[:-1, :]
+    edge[:-1, :] |= id_map[:-1, :] != id_map[1:, :]
+    edge[:, 1:] |= id_map[:, 1:] != id_map[:, :-1]
+    edge[:, :-1] |= id_map[:, :-1] != id_map[:, 1:]
+    edge[[0, -1], :] = True
+    edge[:, [0, -1]] = True
+    return inside & edge
+
+
+def draw_box(image: np.ndarray, bbox: list[int], color: tuple[int, int, int], thickness: int = 2) -> None:
+    """Draw a COCO box [x, y, w, h] (pixels, inclusive of its first and last row and column) in place."""
+    height, width = image.shape[:2]
+    x0, y0, w, h = bbox
+    x1, y1 = min(x0 + w - 1, width - 1), min(y0 + h - 1, height - 1)
+    t = max(1, thickness)
+    image[y0:min(y0 + t, y1 + 1), x0:x1 + 1] = color
+    image[max(y1 - t + 1, y0):y1 + 1, x0:x1 + 1] = color
+    image[y0:y1 + 1, x0:min(x0 + t, x1 + 1)] = color
+    image[y0:y1 + 1, max(x1 - t + 1, x0):x1 + 1] = color
+
+
+def render_overlay(rgb: np.ndarray, anomaly: np.ndarray, id_map: np.ndarray | None, instances: list[dict],
+                   settings: RenderSettings) -> np.ndarray:
+    """Camera image + heatmap, with the unknown instances' contours and boxes."""
+    out = anomaly_overlay(rgb, anomaly, settings.score_min, settings.score_max, settings.overlay_alpha,
+                          settings.colormap)
+    if id_map is not None and instances:
+        out[instance_contours(id_map, [s["id"] for s in instances])] = INSTANCE_COLOR
+        for segment in instances:
+            draw_box(out, segment["bbox"], INSTANCE_COLOR)
+    return out
+
+
+def class_info_json(class_set: ClassSet) -> str:
+    """Class names and colours of the label image, published once (transient local) on ~/class_info."""
+    return json.dumps({
+        "class_set": class_set.name,
+        "names": list(class_set.names),
+        "colors": [list(c) for c in class_set.colors],
+        "thing_ids": sorted(class_set.thing_ids),
+        "unknown_id": UNKNOWN_ID,
+        "ignore_id": IGNORE_ID,
+    })
+
+
+def marker_array(header, instances: list[dict], settings: RenderSettings):
+    """DELETEALL, then one LINE_STRIP box per unknown instance drawn in the camera (optical) frame.
+
+    The node has no depth, so the box is the pixel box on a plane ``marker_depth`` metres in front of the
+    camera, ``marker_scale`` metres per pixel (x right, y down, as in an optical frame): RViz shows where in
+    the image the instance is, not its 3D position.
+    """
+    from geometry_msgs.msg import Point
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    clear = Marker()
+    clear.header = header
+    clear.action = Marker.DELETEALL
+    markers = [clear]
+    for segment in instances:
+        x, y, w, h = segment["bbox"]
+        s, z = settings.marker_scale, settings.marker_depth
+        corners = [(x, y), (x + w, y), (x + w, y + h), (x, y + h), (x, y)]
+        marker = Marker()
+        marker.header = header
+        marker.ns = "unknown_instances"
+        marker.id = int(segment["id"])
+        marker.type = Marker.LINE_STRIP
+        marker.action = Marker.ADD
+        marker.pose.orientation.w = 1.0
+        marker.scale.x = 2.0 * s
+        marker.color.r, marker.color.g, marker.color.b, marker.color.a = 0.0, 1.0, 1.0, 1.0
+        marker.points = [Point(x=float(u * s), y=float(v * s), z=float(z)) for u, v in corners]
+        marker.text = f"unknown {segment['score']:.2f} ({segment['area']} px)"
+        markers.append(marker)
+    array = MarkerArray()
+    array.markers = markers
+    return array
+
+
+def detection_array(header, instances: list[dict]):
+    """vision_msgs/Detection2DArray (vision_msgs >= 4, Humble on), or None where vision_msgs is absent."""
+    try:
+        from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
+    except ImportError:
+        return None
+    array = Detection2DArray()
+    array.header = header
+    for segment in instances:
+        x, y, w, h = segment["bbox"]
+        detection = Detection2D()
+        detection.header = header
+        detection.id = str(segment["id"])
+        detection.bbox.center.position.x = x + w / 2.0
+        detection.bbox.center.position.y = y + h / 2.0
+        detection.bbox.size_x, detection.bbox.size_y = float(w), float(h)
+        hypothesis = ObjectHypothesisWithPose()
+        hypothesis.hypothesis.class_id = "unknown"
+        hypothesis.hypothesis.score = float(segment["score"])
+        detection.results = [hypothesis]
+        array.detections.append(detection)
+    return array
