@@ -382,7 +382,8 @@ def _bad_frames(header: Header) -> list[tuple[str, object, str]]:
         ("size", Image(header=header, height=0, width=0, encoding="rgb8", step=0, data=b""), "raw"),
         ("size", Image(header=header, height=400, width=400, encoding="mono8", step=400, data=bytes(160000)), "raw"),
         ("nan", Image(header=header, height=6, width=6, encoding="32FC1", step=24, data=nan.tobytes()), "raw"),
-        ("compressed", CompressedImage(header=header, format="jpeg", data=b"\xff\xd8\xff\xe0 not a jpeg"), "compressed"),
+        ("compressed", CompressedImage(header=header, format="jpeg", data=b"\xff\xd8\xff\xe0 not a jpeg"),
+         "compressed"),
     ]
 
 
@@ -461,7 +462,8 @@ def test_runtime_parameters_validate_and_take_effect(running, expected):
         header, outputs = harness.send_until_processed(lambda h: image_msg(h, rgb), process)
         check_outputs(header, outputs, harness.markers[(header.stamp.sec, header.stamp.nanosec)], rgb, expected,
                       threshold=0.3)
-        harness.wait_for(lambda: harness.latest_diagnostics()[2]["threshold"] == "0.3000", 5, "threshold in diagnostics")
+        harness.wait_for(lambda: harness.latest_diagnostics()[2]["threshold"] == "0.3000", 5,
+                         "the new threshold in diagnostics")
     finally:
         assert harness.set_parameter("threshold", THRESHOLD)[0]
 
