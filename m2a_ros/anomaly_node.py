@@ -46,6 +46,8 @@ from m2a_ros.parameters import DEFAULTS, OUTPUTS, PARAMETERS, RUNTIME, validate
 from m2a_ros.qos import camera_input_qos, diagnostics_qos, latched_qos, output_qos
 
 NODE_NAME = "m2a_anomaly"
+LABEL_OUTPUTS = frozenset({"labels", "labels_color"})
+INSTANCE_OUTPUTS = frozenset({"overlay", "unknown_instances", "detections"})  # need the unknown instances
 LOG_THROTTLE_S = 5.0
 
 
@@ -302,7 +304,9 @@ class AnomalyNode(LifecycleNode):
             self._fail(diagnostics.MODEL_FAILURE, f"{type(exc).__name__}: {exc}")
             return
         inference_s = time.perf_counter() - started
-        self.publish_outputs(msg.header, rgb, prediction, wanted)
+        labels, panoptic = self.open_set(prediction, rgb.shape[:2], bool(wanted & LABEL_OUTPUTS),
+                                         bool(wanted & INSTANCE_OUTPUTS))
+        self.publish_outputs(self.render_outputs(msg.header, rgb, prediction, labels, panoptic, wanted))
         latency = (self.get_clock().now() - Time.from_msg(msg.header.stamp)).nanoseconds * 1e-9
         self.stats.record_processed(time.monotonic(), latency, inference_s)
 
@@ -336,34 +340,39 @@ class AnomalyNode(LifecycleNode):
                 resolution=self.values["panoptic_resolution"])
         return label_image, panoptic
 
-    def publish_outputs(self, header, rgb: np.ndarray, prediction, wanted: set[str]) -> None:
-        """Build and publish every wanted output for one frame, each with the input header unchanged."""
+    def render_outputs(self, header, rgb: np.ndarray, prediction, labels: np.ndarray | None, panoptic,
+                       wanted: set[str]) -> dict[str, object]:
+        """Every wanted output of one frame as a message, each with the input header unchanged."""
         from m2a_core.visualize import colorize_labels, colorize_scores
 
         settings = self.render_settings()
-        publishers = self.publishers_by_output
-        need_instances = bool(wanted & {"overlay", "unknown_instances", "detections"})
-        labels, panoptic = self.open_set(prediction, rgb.shape[:2], bool(wanted & {"labels", "labels_color"}),
-                                         need_instances)
         instances = unknown_segments(panoptic.segments) if panoptic is not None else []
+        messages: dict[str, object] = {}
         if "anomaly" in wanted:
-            publishers["anomaly"].publish(array_to_image(prediction.anomaly.astype(np.float32), "32FC1", header))
+            messages["anomaly"] = array_to_image(prediction.anomaly.astype(np.float32), "32FC1", header)
+        heat = None
+        if wanted & {"anomaly_color", "overlay"}:  # one colour map for both
+            heat = colorize_scores(prediction.anomaly, settings.score_min, settings.score_max, settings.colormap)
         if "anomaly_color" in wanted:
-            color = colorize_scores(prediction.anomaly, settings.score_min, settings.score_max, settings.colormap)
-            publishers["anomaly_color"].publish(array_to_image(color, "rgb8", header))
+            messages["anomaly_color"] = array_to_image(heat, "rgb8", header)
         if "labels" in wanted:
-            publishers["labels"].publish(array_to_image(labels, "mono8", header))
+            messages["labels"] = array_to_image(labels, "mono8", header)
         if "labels_color" in wanted:
-            publishers["labels_color"].publish(array_to_image(
-                colorize_labels(labels, self.predictor.class_set), "rgb8", header))
+            messages["labels_color"] = array_to_image(colorize_labels(labels, self.predictor.class_set), "rgb8",
+                                                      header)
         if "overlay" in wanted:
             id_map = panoptic.id_map.cpu().numpy() if panoptic is not None else None
-            overlay = render_overlay(rgb, prediction.anomaly, id_map, instances, settings)
-            publishers["overlay"].publish(array_to_image(overlay, "rgb8", header))
+            messages["overlay"] = array_to_image(render_overlay(rgb, heat, id_map, instances, settings), "rgb8",
+                                                 header)
         if "unknown_instances" in wanted:
-            publishers["unknown_instances"].publish(marker_array(header, instances, settings))
+            messages["unknown_instances"] = marker_array(header, instances, settings)
         if "detections" in wanted:
-            publishers["detections"].publish(detection_array(header, instances))
+            messages["detections"] = detection_array(header, instances)
+        return messages
+
+    def publish_outputs(self, messages: dict[str, object]) -> None:
+        for name, message in messages.items():
+            self.publishers_by_output[name].publish(message)
 
     # Diagnostics ------------------------------------------------------------------------------------------
 

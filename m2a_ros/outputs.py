@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from m2a_core.classes import IGNORE_ID, UNKNOWN_ID, ClassSet
-from m2a_core.visualize import anomaly_overlay
+from m2a_core.visualize import blend
 
 INSTANCE_COLOR = (0, 255, 255)    # cyan: unknown-instance contours and boxes (not in the class palette)
 
@@ -57,11 +57,11 @@ def draw_box(image: np.ndarray, bbox: list[int], color: tuple[int, int, int], th
     image[y0:y1 + 1, max(x1 - t + 1, x0):x1 + 1] = color
 
 
-def render_overlay(rgb: np.ndarray, anomaly: np.ndarray, id_map: np.ndarray | None, instances: list[dict],
+def render_overlay(rgb: np.ndarray, heat: np.ndarray, id_map: np.ndarray | None, instances: list[dict],
                    settings: RenderSettings) -> np.ndarray:
-    """Camera image + heatmap, with the unknown instances' contours and boxes."""
-    out = anomaly_overlay(rgb, anomaly, settings.score_min, settings.score_max, settings.overlay_alpha,
-                          settings.colormap)
+    """Camera image blended with the heatmap colours ``heat`` (as ``anomaly_overlay``), with the unknown
+    instances' contours and boxes."""
+    out = blend(rgb, heat, settings.overlay_alpha)
     if id_map is not None and instances:
         out[instance_contours(id_map, [s["id"] for s in instances])] = INSTANCE_COLOR
         for segment in instances:
