@@ -231,7 +231,8 @@ def openset_panoptic(pred_logits: torch.Tensor, mask_probs: torch.Tensor, class_
         scale = (height * width) / float(output_size[0] * output_size[1])
         min_area = params.min_component_area * scale
         areas = torch.bincount(components.flatten(), minlength=count + 1)[1:]    # [count]
-        order = torch.argsort(areas, descending=True)
+        # Largest first; equal areas in raster order of the components' last pixels (their label order).
+        order = torch.argsort(areas, descending=True, stable=True)
         order = order[areas[order] >= min_area][: params.max_components]
         if order.numel():
             binary = masks >= params.mask_threshold                              # [Q_K, h, w]
