@@ -60,7 +60,7 @@ class LabelledImages:
 def read_image_rgb(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))  # writable: torch.from_numpy warns on read-only
     except (FileNotFoundError, UnidentifiedImageError, OSError, ValueError) as exc:
         raise DatasetError(f"cannot read image {path}: {exc}") from None
 
