@@ -14,7 +14,8 @@ from m2a_core.cli import main
 REQUIRED_KEYS = ("AuPRC", "FPR95", "FPR95_interp", "AUROC", "smiyc_AuPRC", "smiyc_FPR95", "sIoU", "PPV", "mean_F1")
 
 
-def write_frames(scores_dir: Path, labels_dir: Path, count: int = 3, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+def write_frames(scores_dir: Path, labels_dir: Path, count: int = 3,
+                 seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(seed)
     scores_dir.mkdir(parents=True, exist_ok=True)
     labels_dir.mkdir(parents=True, exist_ok=True)
