@@ -80,7 +80,8 @@ def test_street_hazards_anomaly_and_semantic_views(tmp_path: Path) -> None:
     assert sorted(frames) == ["t5_300", "t6_300"]
     assert frames["t5_300"][1].tolist() == [[255, 0, 0, 255], [0, 1, 255, 255]]
     dataset, frames = read_all("street_hazards_semantic", tmp_path)
-    assert frames["t6_300"][1].tolist() == [[IGNORE_ID, 0, 1, 2], [3, UNKNOWN_ID, IGNORE_ID, IGNORE_ID]]
+    # DenseHybrid's classes: raw 1 background (0), 2 building, 3 fence, 4 "other" void, 5 pedestrian (3).
+    assert frames["t6_300"][1].tolist() == [[0, 1, 2, IGNORE_ID], [3, UNKNOWN_ID, IGNORE_ID, IGNORE_ID]]
     assert dataset.kind == "semantic" and len(dataset.class_names) == 12
 
 

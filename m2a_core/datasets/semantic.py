@@ -5,7 +5,9 @@ Layouts (``--root`` points at the folder named first):
   ``gtFine/val/<city>/<n>_gtFine_labelTrainIds.png`` (trainIds 0..18, 255 void; made by
   cityscapesscripts' createTrainIdLabelImgs).
 - ``street_hazards_semantic`` (test towns t5, t6; open-set): the ``street_hazards`` layout; raw values
-  are class + 1: 1 unlabelled -> void, 2..13 -> known classes 0..11, 14 anomaly -> ``UNKNOWN_ID``.
+  are class + 1. As DenseHybrid's open-set protocol (and Mask2Anomaly's 13-class training): raw 1
+  ("unlabeled", the background) is known class 0, raw 4 ("other") void, the other raw 2..13 the known
+  classes 1..11, raw 14 the anomaly -> ``UNKNOWN_ID``.
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ from m2a_core.datasets.anomaly import street_hazards_samples
 from m2a_core.datasets.base import LabelledImages, images_in, pair_by_name, relative_name, require_dir
 from m2a_core.errors import DatasetError
 
-STREET_HAZARDS_CLASSES = ("building", "fence", "other", "pedestrian", "pole", "road line", "road", "sidewalk",
-                          "vegetation", "car", "wall", "traffic sign")
+STREET_HAZARDS_CLASSES = ("background", "building", "fence", "pedestrian", "pole", "road line", "road",
+                          "sidewalk", "vegetation", "car", "wall", "traffic sign")
 
 
 def _cityscapes_labels(raw: np.ndarray) -> np.ndarray:
@@ -33,7 +35,9 @@ def _cityscapes_labels(raw: np.ndarray) -> np.ndarray:
 
 def _street_hazards_labels(raw: np.ndarray) -> np.ndarray:
     out = np.full(raw.shape, IGNORE_ID, np.uint8)
-    known = (raw >= 2) & (raw <= 13)
+    out[raw == 1] = 0
+    out[(raw == 2) | (raw == 3)] = raw[(raw == 2) | (raw == 3)] - 1
+    known = (raw >= 5) & (raw <= 13)
     out[known] = (raw[known] - 2).astype(np.uint8)
     out[raw == 14] = UNKNOWN_ID
     return out
