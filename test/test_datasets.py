@@ -122,3 +122,58 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
 def test_every_dataset_name_has_a_reader() -> None:
     assert {"road_anomaly", "fs_lost_and_found", "fs_static", "smiyc_anomaly", "smiyc_obstacle",
             "lost_and_found", "street_hazards", "cityscapes"} <= set(DATASET_NAMES)
+
+
+def make_coco(root: Path, categories: list[dict]) -> None:
+    import json
+
+    save(root / "val2017" / "000000000139.jpg", image(shape=(2, 3)))
+    ids = np.array([[1, 1, 300], [300, 0, 70000]], np.int64)
+    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)
+    save(root / "annotations" / "panoptic_val2017" / "000000000139.png", rgb)
+    annotation = {
+        "images": [{"id": 139, "file_name": "000000000139.jpg"}],
+        "categories": categories,
+        "annotations": [{"image_id": 139, "file_name": "000000000139.png", "segments_info": [
+            {"id": 1, "category_id": 3, "iscrowd": 0}, {"id": 300, "category_id": 1, "iscrowd": 0},
+            {"id": 70000, "category_id": 184, "iscrowd": 1}]}],
+    }
+    (root / "annotations" / "panoptic_val2017.json").write_text(json.dumps(annotation))
+
+
+COCO_CATEGORIES = [{"id": 1, "name": "person", "isthing": 1}, {"id": 3, "name": "car", "isthing": 1},
+                   {"id": 21, "name": "cow", "isthing": 1}, {"id": 59, "name": "pizza", "isthing": 1},
+                   {"id": 70, "name": "toilet", "isthing": 1}, {"id": 184, "name": "tree-merged", "isthing": 0}]
+
+
+def test_coco_panoptic_open_set_split(tmp_path: Path) -> None:
+    from m2a_core.datasets.coco_panoptic import OPEN_SET_SPLITS, UNKNOWN_CATEGORY, CocoPanoptic
+    from m2a_core.metrics.panoptic import Segment
+
+    assert [len(OPEN_SET_SPLITS[p]) for p in (5, 10, 20)] == [4, 8, 16]   # 5/10/20 % of 80 thing classes
+    make_coco(tmp_path, COCO_CATEGORIES)
+    closed = CocoPanoptic(tmp_path)
+    name, _, ids, segments = next(iter(closed))
+    assert name == "000000000139"
+    assert ids.tolist() == [[1, 1, 300], [300, 0, 70000]]
+    assert segments[1] == Segment(3) and segments[70000] == Segment(184, iscrowd=True)
+    open_set = CocoPanoptic(tmp_path, unknown_percent=5)
+    _, _, _, segments = next(iter(open_set))
+    assert segments[1] == Segment(UNKNOWN_CATEGORY) and segments[300] == Segment(1)
+    categories, things = open_set.eval_categories()
+    assert 3 not in categories and things == {1}
+
+
+def test_coco_panoptic_errors(tmp_path: Path) -> None:
+    from m2a_core.datasets.coco_panoptic import CocoPanoptic
+
+    with pytest.raises(DatasetError, match="panoptic_val2017.json"):
+        CocoPanoptic(tmp_path)
+    make_coco(tmp_path, COCO_CATEGORIES)
+    with pytest.raises(DatasetError, match="split 7"):
+        CocoPanoptic(tmp_path, unknown_percent=7)
+    with pytest.raises(DatasetError, match="boat"):
+        CocoPanoptic(tmp_path, unknown_percent=10)
+    (tmp_path / "annotations" / "panoptic_val2017.json").write_text("{not json")
+    with pytest.raises(DatasetError, match="not a COCO panoptic"):
+        CocoPanoptic(tmp_path)
