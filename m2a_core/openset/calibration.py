@@ -208,3 +208,16 @@ def plot_calibration(accumulator, calibration: Calibration, path: str | os.PathL
     figure.legend(loc="outside lower center", ncols=3, fontsize=8)
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
     plt.close(figure)
+
+
+def calibration_for_weights(weights: str | os.PathLike, classes: str,
+                            path: str | os.PathLike | None = None) -> Calibration:
+    """The calibration the predictor / node use for ``weights``: ``path`` if given, else the file beside the
+    weights; checked against the weights' sha256 and class set."""
+    from m2a_core.checkpoint import sha256_file
+
+    path = Path(path) if path is not None else default_calibration_path(weights)
+    if not path.is_file():
+        raise M2AError(f"no calibration file {path}: run 'm2a calibrate --weights {weights} --data DIR' "
+                       "or give a threshold explicitly")
+    return load_calibration(path, classes=classes, weights_sha256=sha256_file(weights))

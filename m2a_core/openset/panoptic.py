@@ -280,3 +280,37 @@ def panoptic_from_outputs(pred_logits: torch.Tensor, pred_masks: torch.Tensor, p
         crop = (max(1, round(input_size[0] / stride_h)), max(1, round(input_size[1] / stride_w)))
         masks = pred_masks[known].float().sigmoid()[:, : crop[0], : crop[1]]
     return openset_panoptic(logits, masks, class_set, params, output_size=output_size)
+
+
+UNKNOWN_INSTANCE_COLORS = ((255, 255, 255), (255, 0, 255), (0, 255, 255), (255, 255, 0), (255, 128, 0))
+
+
+def colorize_panoptic(id_map, segments: list[dict], class_set: ClassSet):
+    """uint8 RGB [H, W, 3] picture of a panoptic result: class colours (thing instances in slightly different
+    shades), unknown instances in bright colours of their own, black where no segment, dark segment borders."""
+    import numpy as np
+
+    ids = np.asarray(id_map)
+    lut = np.zeros((max([s["id"] for s in segments], default=0) + 1, 3), np.uint8)
+    unknown_index = 0
+    for segment in segments:
+        if segment["unknown"]:
+            color = np.array(UNKNOWN_INSTANCE_COLORS[unknown_index % len(UNKNOWN_INSTANCE_COLORS)], np.float32)
+            unknown_index += 1
+        else:
+            color = np.array(class_set.colors[segment["category_id"]], np.float32)
+            if segment["isthing"]:
+                color = color * (0.75 + 0.5 * ((segment["id"] * 0.618) % 1.0))
+        lut[segment["id"]] = np.clip(color, 0, 255).astype(np.uint8)
+    picture = lut[ids]
+    border = np.zeros(ids.shape, bool)
+    border[:, 1:] |= ids[:, 1:] != ids[:, :-1]
+    border[1:, :] |= ids[1:, :] != ids[:-1, :]
+    picture[border] = picture[border] // 3
+    return picture
+
+
+def segments_json(segments: list[dict], class_set: ClassSet) -> list[dict]:
+    """Segments with class names, ready for json.dump."""
+    return [{**s, "category_name": "unknown" if s["unknown"] else class_set.names[s["category_id"]]}
+            for s in segments]
