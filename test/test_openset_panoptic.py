@@ -298,3 +298,13 @@ def test_bad_shapes_and_parameters_are_named():
         openset_panoptic(logits, masks[0], CITYSCAPES)
     with pytest.raises(ValueError, match="overlap_threshold"):
         PanopticParams(overlap_threshold=1.5)
+
+
+def test_bench_openset_prints_every_step(capsys):
+    from m2a_core.cli import main
+
+    assert main(["bench", "openset", "--height", "64", "--width", "128", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    for step in ("anomaly_maps", "openset semantic", "openset panoptic (full)", "openset panoptic (mask)"):
+        line = next(line for line in out.splitlines() if line.startswith(step))
+        assert float(line[len(step):].split()[0]) >= 0.0

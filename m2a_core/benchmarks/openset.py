@@ -34,9 +34,10 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def synthetic_outputs(num_queries: int, num_known: int, num_classes: int, padded: tuple[int, int],
-                      device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                      device: torch.device, seed: int = 0,
+                      thing_ids: frozenset[int] = frozenset()) -> tuple[torch.Tensor, torch.Tensor]:
     """pred_logits [Q, K+1] and mask logits [Q, Hp/4, Wp/4] shaped like a trained model's: the known queries
-    tile the image into smooth regions, 60 % of them confident (segments), the others not (background where
+    tile the image into cells, 60 % of them confident (segments), the others not (background where
     unknown instances are mined); the remaining queries predict no object with scattered weak masks."""
     generator = torch.Generator().manual_seed(seed)
     height, width = padded[0] // 4, padded[1] // 4
@@ -47,9 +48,16 @@ def synthetic_outputs(num_queries: int, num_known: int, num_classes: int, padded
     logits[known, -1] -= 12.0
     confident = torch.rand(num_known, generator=generator) < 0.6
     logits[known, classes] += torch.where(confident, 12.0, 2.0)
+    things = sorted(thing_ids)
+    if things:   # the unsure ones spread mass over thing classes, as unknown objects do
+        unsure = known[~confident]
+        logits[unsure[:, None], torch.tensor(things)[None]] += 1.5
     fields = torch.randn(num_queries, 1, 6, 12, generator=generator)
     fields = F.interpolate(fields, size=(height, width), mode="bicubic", align_corners=False)[:, 0]
-    owner = fields[known].argmax(0)
+    # Known queries tile the image as Voronoi cells (connected, like real segments).
+    seeds = torch.rand(num_known, 2, generator=generator) * torch.tensor([height, width])
+    grid = torch.stack(torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij"), -1).float()
+    owner = torch.cdist(grid.view(-1, 2), seeds).argmin(1).view(height, width)
     masks = torch.full((num_queries, height, width), -6.0)
     masks[known] = torch.where(owner[None] == torch.arange(num_known)[:, None, None], 6.0, -6.0)
     others = torch.ones(num_queries, dtype=torch.bool)
@@ -83,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     size = (args.height, args.width)
     padded = (-(-args.height // 32) * 32, -(-args.width // 32) * 32)
     logits, masks = synthetic_outputs(args.queries, min(args.known, args.queries), class_set.num_classes, padded,
-                                      device)
+                                      device, thing_ids=class_set.thing_ids)
     params = PanopticParams()
     results: dict[str, list[float]] = {}
     with torch.inference_mode():

@@ -227,8 +227,11 @@ def openset_panoptic(pred_logits: torch.Tensor, mask_probs: torch.Tensor, class_
     scores, labels = probs_all.max(-1)
     known = labels != num_classes                                                # M_K
     class_scores = probs_all[:, :-1]                                             # C_K (no renormalisation)
-    masks = mask_probs.float()[known]
-    scores, labels, class_scores = scores[known], labels[known], class_scores[known]
+    if bool(known.all()):                     # the usual call (panoptic_from_outputs): no copy of the masks
+        masks = mask_probs.float()
+    else:
+        masks = mask_probs.float()[known]
+        scores, labels, class_scores = scores[known], labels[known], class_scores[known]
 
     id_map, segments = _known_segments(scores, labels, masks, class_set, params)
 
