@@ -69,9 +69,12 @@ def test_infer_openset_writes_labels_pictures_json_and_raw(weights, tmp_path):
     threshold = float(np.quantile(plain.anomaly, 0.7))
     save_calibration(Calibration(threshold=threshold, tpr=0.95, achieved_tpr=0.95, fpr=0.1, num_images=1,
                                  num_anomaly_pixels=1, num_inlier_pixels=1, weights_sha256=sha256_file(weights),
-                                 classes="cityscapes"), default_calibration_path(weights))
+                                 classes="cityscapes", predictor_options={"short_side": 64, "tta": True}),
+                     default_calibration_path(weights))
     done = m2a(*base, "--openset", "--save-raw", str(image_path))
     assert done.returncode == 0, done.stderr
+    # Calibrated with tta, run without: said, not silently accepted (short_side matches).
+    assert "warning" in done.stderr and "other tta than this run" in done.stderr
     labels = np.asarray(Image.open(out / "frame_labels.png"))
     np.testing.assert_array_equal(labels, np.where(plain.anomaly >= threshold, UNKNOWN_ID, plain.semseg))
     assert np.asarray(Image.open(out / "frame_labels_color.png")).shape == (40, 60, 3)

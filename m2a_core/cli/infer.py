@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def build_predictor(args: argparse.Namespace):
     predictor = Predictor.from_weights(
         args.weights, device=device, tta=args.tta, refine=not args.no_refine,
         short_side=args.short_side or None, max_size=args.max_size or None, resize=args.resize)
-    openset = openset_options(args, predictor.config.classes)
+    openset = openset_options(args, predictor.config.classes, predictor.options)
     if openset:
         predictor.options = replace(predictor.options, **openset)
     return predictor
@@ -68,8 +69,9 @@ def add_openset_arguments(parser: argparse.ArgumentParser) -> None:
                        help="panoptic at full resolution or at 1/4 with the id map upsampled (faster)")
 
 
-def openset_options(args: argparse.Namespace, classes: str) -> dict:
-    """Predictor options for --openset: the threshold from --threshold or the calibration file."""
+def openset_options(args: argparse.Namespace, classes: str, current=None) -> dict:
+    """Predictor options for --openset: the threshold from --threshold or the calibration file (with a warning
+    when the file was made with other inference options than ``current``: its threshold may not carry over)."""
     if not getattr(args, "openset", False):
         return {}
     if args.threshold is not None:
@@ -79,6 +81,13 @@ def openset_options(args: argparse.Namespace, classes: str) -> dict:
 
         calibration = calibration_for_weights(args.weights, classes, args.calibration)
         threshold, score = calibration.threshold, calibration.score
+        if current is not None:
+            differ = sorted(k for k in ("short_side", "max_size", "resize", "tta", "refine")
+                            if k in calibration.predictor_options
+                            and calibration.predictor_options[k] != getattr(current, k))
+            if differ:
+                print(f"m2a: warning: the calibration was made with other {', '.join(differ)} than this run; "
+                      "its threshold may not give the calibrated TPR", file=sys.stderr)
     return {"openset_threshold": threshold, "openset_score": score, "panoptic": True,
             "panoptic_resolution": args.panoptic_resolution}
 
