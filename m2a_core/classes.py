@@ -63,23 +63,25 @@ CITYSCAPES = ClassSet(
     thing_ids=frozenset(range(11, 19)),
 )
 
-# StreetHazards (Hendrycks et al., "Scaling out-of-distribution detection for real-world settings"): the
-# official list is 0 unlabeled, 1 building, 2 fence, 3 other, 4 pedestrian, 5 pole, 6 road line, 7 road,
-# 8 sidewalk, 9 vegetation, 10 car, 11 wall, 12 traffic sign, 13 anomaly (hendrycks/anomaly-seg). The 12 known
-# classes are 1..12 of that list, so train id = official id - 1; "unlabeled" is ignored (255) and "anomaly"
-# is the open-set class. Colours are the official (CARLA) palette.
+# StreetHazards (Hendrycks et al., "Scaling out-of-distribution detection for real-world settings"). The
+# dataset's list (hendrycks/anomaly-seg) is 0 unlabeled, 1 building, 2 fence, 3 other, 4 pedestrian, 5 pole,
+# 6 road line, 7 road, 8 sidewalk, 9 vegetation, 10 car, 11 wall, 12 traffic sign, 13 anomaly; label files
+# store id + 1. The 12 known classes are those of the official Mask2Anomaly StreetHazards model and
+# DenseHybrid's open-set protocol: "unlabeled" is a known "background" class, "other" is void and "anomaly"
+# is the open-set class (m2a_core.datasets.semantic maps the files the same way). ``dataset_ids`` are the
+# label-file values. Colours: the dataset's palette, background as in the official Mask2Anomaly config.
 STREETHAZARDS = ClassSet(
     name="streethazards",
     names=(
-        "building", "fence", "other", "pedestrian", "pole", "road line", "road", "sidewalk", "vegetation",
+        "background", "building", "fence", "pedestrian", "pole", "road line", "road", "sidewalk", "vegetation",
         "car", "wall", "traffic sign",
     ),
     colors=(
-        (70, 70, 70), (190, 153, 153), (250, 170, 160), (220, 20, 60), (153, 153, 153), (157, 234, 50),
+        (180, 165, 180), (70, 70, 70), (190, 153, 153), (220, 20, 60), (153, 153, 153), (157, 234, 50),
         (128, 64, 128), (244, 35, 232), (107, 142, 35), (0, 0, 142), (102, 102, 156), (220, 220, 0),
     ),
     thing_ids=frozenset({3, 9}),  # pedestrian, car
-    dataset_ids=tuple(range(1, 13)),
+    dataset_ids=(1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13),
 )
 
 # COCO panoptic: the 133 categories of panopticapi's panoptic_coco_categories.json in file order,

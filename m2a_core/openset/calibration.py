@@ -193,7 +193,7 @@ def plot_calibration(accumulator, calibration: Calibration, path: str | os.PathL
     anomaly = np.diff(np.concatenate([[0], table.tps]))
     inlier = np.diff(np.concatenate([[0], table.fps]))
     edges = np.linspace(values.min(), values.max() if values.max() > values.min() else values.min() + 1, bins + 1)
-    figure, axis = plt.subplots(figsize=(7, 4), dpi=100)
+    figure, axis = plt.subplots(figsize=(7, 4.5), dpi=100, layout="constrained")
     for counts, label, color in ((inlier, "inlier pixels", "tab:blue"), (anomaly, "anomaly pixels", "tab:red")):
         hist, _ = np.histogram(values, bins=edges, weights=counts)
         total = max(hist.sum(), 1)
@@ -205,7 +205,19 @@ def plot_calibration(accumulator, calibration: Calibration, path: str | os.PathL
     axis.set_ylabel("share of pixels")
     axis.set_yscale("log")
     axis.set_title(f"calibration on {calibration.num_images} images at TPR {calibration.tpr:.2f}")
-    axis.legend(loc="upper center", fontsize=8)
-    figure.tight_layout()
+    figure.legend(loc="outside lower center", ncols=3, fontsize=8)
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
     plt.close(figure)
+
+
+def calibration_for_weights(weights: str | os.PathLike, classes: str,
+                            path: str | os.PathLike | None = None) -> Calibration:
+    """The calibration the predictor / node use for ``weights``: ``path`` if given, else the file beside the
+    weights; checked against the weights' sha256 and class set."""
+    from m2a_core.checkpoint import sha256_file
+
+    path = Path(path) if path is not None else default_calibration_path(weights)
+    if not path.is_file():
+        raise M2AError(f"no calibration file {path}: run 'm2a calibrate --weights {weights} --data DIR' "
+                       "or give a threshold explicitly")
+    return load_calibration(path, classes=classes, weights_sha256=sha256_file(weights))

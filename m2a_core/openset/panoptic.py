@@ -14,7 +14,8 @@ Steps, each driven by a named field of ``PanopticParams``:
    that unknowns lie in the background/void region).
 4. Connected components of the candidate region (8-connectivity), components under ``min_component_area``
    pixels dropped, the ``max_components`` largest kept (paper: 2 or 3). The components are found by label
-   propagation on the device (``connected_components``), at most ``cc_iterations`` rounds (paper: 500).
+   hooking and pointer jumping on the device (``connected_components``), at most ``cc_iterations`` rounds
+   (paper: 500 iterations of its connected-component algorithm; here a cap, rarely approached).
 5. Each component is matched to the known-class mask (``S_q >= mask_threshold``, q in M_K) with the highest
    IoU; when that IoU reaches ``match_iou_threshold`` ("significant overlap"), the query's class scores
    decide: the mean per-class entropy term ``-p_c log p_c`` over thing classes is compared with the mean over
@@ -86,34 +87,46 @@ def connected_components(mask: torch.Tensor, max_iterations: int = 500) -> tuple
     """8-connected components of a bool [H, W] mask on its device: (labels int64 [H, W], count, converged).
 
     Labels are 0 outside the mask and 1..count inside, numbered in raster order of each component's last
-    pixel. Every pixel starts with its own index; each round takes the 3x3 maximum inside the mask and then
-    jumps pointers (a pixel adopts the label of the pixel its label names), which makes long components
-    converge in a few dozen rounds instead of one round per pixel of their length.
+    pixel. Every pixel starts as its own tree (parent = its 1-based index). Each round (at most
+    ``max_iterations``) takes, for every pixel, the largest label among its 3x3 neighbours, hooks the pixel's
+    root onto it (scatter max), then compresses every path by pointer jumping; labels only grow and always
+    name a pixel of the same component, and the rounds stop when nothing changes, i.e. every component carries
+    the index of its last pixel. Hooking whole trees makes this converge in a logarithmic number of rounds
+    rather than one round per pixel of a component's length.
     """
     if mask.dim() != 2 or mask.dtype != torch.bool:
         raise ValueError(f"mask must be a bool [H, W] tensor, got {mask.dtype} {tuple(mask.shape)}")
     height, width = mask.shape
     count = height * width
+    device = mask.device
     # Indices must be exact in the float type max_pool2d works in.
-    dtype = torch.float32 if count < 2**24 else torch.float64
-    index = torch.arange(1, count + 1, device=mask.device, dtype=dtype).view(height, width)
-    labels = torch.where(mask, index, torch.zeros((), device=mask.device, dtype=dtype))
+    pool_dtype = torch.float32 if count < 2**24 else torch.float64
+    flat_mask = mask.flatten()
+    index = torch.arange(1, count + 1, device=device)
+    parent = torch.cat([torch.zeros(1, dtype=torch.long, device=device), torch.where(flat_mask, index, 0)])
+    pixels = index[flat_mask]                                   # 1-based indices of the mask's pixels
     converged = False
     for _ in range(max_iterations):
-        pooled = F.max_pool2d(labels[None, None], kernel_size=3, stride=1, padding=1)[0, 0]
-        grown = torch.where(mask, pooled, labels)
-        flat = grown.flatten()
-        jumped = torch.where(mask, flat[(grown.long() - 1).clamp_min(0)].view(height, width), grown)
-        if torch.equal(jumped, labels):
+        labels = parent[1:].view(height, width)                  # each pixel's current root
+        neighbour = F.max_pool2d(labels[None, None].to(pool_dtype), kernel_size=3, stride=1, padding=1)
+        neighbour = neighbour.flatten().long()[flat_mask]
+        previous = parent.clone()
+        parent.scatter_reduce_(0, parent[pixels], neighbour, "amax")   # hook roots onto larger neighbours
+        parent.scatter_reduce_(0, pixels, neighbour, "amax")
+        while True:                                              # pointer jumping to full compression
+            jumped = parent[parent]
+            if torch.equal(jumped, parent):
+                break
+            parent = jumped
+        if torch.equal(parent, previous):
             converged = True
             break
-        labels = jumped
-    roots = mask & (labels == index)           # one root per component: the pixel whose index is the label
-    compact = torch.zeros(count + 1, device=mask.device, dtype=torch.long)
-    root_index = index[roots].long()
-    compact[root_index] = torch.arange(1, root_index.numel() + 1, device=mask.device)
-    out = compact[labels.long()]
-    return out, int(root_index.numel()), converged
+    labels = parent[1:]
+    roots = flat_mask & (labels == index)                        # one root per component: its last pixel
+    compact = torch.zeros(count + 1, device=device, dtype=torch.long)
+    root_index = index[roots]
+    compact[root_index] = torch.arange(1, root_index.numel() + 1, device=device)
+    return compact[labels].view(height, width), int(root_index.numel()), converged
 
 
 def _class_entropy_terms(probs: torch.Tensor, class_set: ClassSet) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,8 +227,11 @@ def openset_panoptic(pred_logits: torch.Tensor, mask_probs: torch.Tensor, class_
     scores, labels = probs_all.max(-1)
     known = labels != num_classes                                                # M_K
     class_scores = probs_all[:, :-1]                                             # C_K (no renormalisation)
-    masks = mask_probs.float()[known]
-    scores, labels, class_scores = scores[known], labels[known], class_scores[known]
+    if bool(known.all()):                     # the usual call (panoptic_from_outputs): no copy of the masks
+        masks = mask_probs.float()
+    else:
+        masks = mask_probs.float()[known]
+        scores, labels, class_scores = scores[known], labels[known], class_scores[known]
 
     id_map, segments = _known_segments(scores, labels, masks, class_set, params)
 
@@ -231,7 +247,8 @@ def openset_panoptic(pred_logits: torch.Tensor, mask_probs: torch.Tensor, class_
         scale = (height * width) / float(output_size[0] * output_size[1])
         min_area = params.min_component_area * scale
         areas = torch.bincount(components.flatten(), minlength=count + 1)[1:]    # [count]
-        order = torch.argsort(areas, descending=True)
+        # Largest first; equal areas in raster order of the components' last pixels (their label order).
+        order = torch.argsort(areas, descending=True, stable=True)
         order = order[areas[order] >= min_area][: params.max_components]
         if order.numel():
             binary = masks >= params.mask_threshold                              # [Q_K, h, w]
@@ -279,3 +296,37 @@ def panoptic_from_outputs(pred_logits: torch.Tensor, pred_masks: torch.Tensor, p
         crop = (max(1, round(input_size[0] / stride_h)), max(1, round(input_size[1] / stride_w)))
         masks = pred_masks[known].float().sigmoid()[:, : crop[0], : crop[1]]
     return openset_panoptic(logits, masks, class_set, params, output_size=output_size)
+
+
+UNKNOWN_INSTANCE_COLORS = ((255, 255, 255), (255, 0, 255), (0, 255, 255), (255, 255, 0), (255, 128, 0))
+
+
+def colorize_panoptic(id_map, segments: list[dict], class_set: ClassSet):
+    """uint8 RGB [H, W, 3] picture of a panoptic result: class colours (thing instances in slightly different
+    shades), unknown instances in bright colours of their own, black where no segment, dark segment borders."""
+    import numpy as np
+
+    ids = np.asarray(id_map)
+    lut = np.zeros((max([s["id"] for s in segments], default=0) + 1, 3), np.uint8)
+    unknown_index = 0
+    for segment in segments:
+        if segment["unknown"]:
+            color = np.array(UNKNOWN_INSTANCE_COLORS[unknown_index % len(UNKNOWN_INSTANCE_COLORS)], np.float32)
+            unknown_index += 1
+        else:
+            color = np.array(class_set.colors[segment["category_id"]], np.float32)
+            if segment["isthing"]:
+                color = color * (0.75 + 0.5 * ((segment["id"] * 0.618) % 1.0))
+        lut[segment["id"]] = np.clip(color, 0, 255).astype(np.uint8)
+    picture = lut[ids]
+    border = np.zeros(ids.shape, bool)
+    border[:, 1:] |= ids[:, 1:] != ids[:, :-1]
+    border[1:, :] |= ids[1:, :] != ids[:-1, :]
+    picture[border] = picture[border] // 3
+    return picture
+
+
+def segments_json(segments: list[dict], class_set: ClassSet) -> list[dict]:
+    """Segments with class names, ready for json.dump."""
+    return [{**s, "category_name": "unknown" if s["unknown"] else class_set.names[s["category_id"]]}
+            for s in segments]
