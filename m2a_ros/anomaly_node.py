@@ -7,14 +7,14 @@ and a configure failure (missing weights, unusable backend, bad parameters) is o
 status 1.
 
 The node only wires topics to library calls: ``m2a_ros.conversions`` (messages <-> numpy),
-``m2a_core.predictor`` (the model), ``m2a_core.openset`` (labels and unknown instances),
+``m2a_core.predictor`` (the model, with its opt-in ``m2a_core.openset`` labels and unknown instances),
 ``m2a_ros.outputs`` (pictures, markers, detections). Inference runs on a ``LatestFrameWorker`` thread: the
 executor never blocks, the newest frame is always the next one processed, and frames replaced while the
 model is busy are counted as skipped, never queued.
 """
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import os
 import sys
 import threading
@@ -87,12 +87,7 @@ def load_predictor(values: dict):
         "short_side": values["short_side"] or None, "max_size": values["max_size"] or None,
     }
     backend = values["backend"]
-    accepts_backend = "backend" in inspect.signature(Predictor.from_weights).parameters
-    if not accepts_backend and (backend != "torch" or values["precision"] != "fp32"):
-        raise StartupError(f"backend {backend!r} with precision {values['precision']!r} is not available in "
-                           "this m2a_core (it has only the torch backend at fp32)")
-    if accepts_backend:
-        options.update(backend=backend, precision=values["precision"])
+    options.update(backend=backend, precision=values["precision"])
     try:
         return Predictor.from_weights(weights, device=device, **options)
     except M2AError as exc:
@@ -297,6 +292,7 @@ class AnomalyNode(LifecycleNode):
         except ImageConversionError as exc:
             self._fail(exc.kind, str(exc))
             return
+        self.request_open_set(wanted)
         started = time.perf_counter()
         try:
             prediction = predictor(rgb)
@@ -304,49 +300,36 @@ class AnomalyNode(LifecycleNode):
             self._fail(diagnostics.MODEL_FAILURE, f"{type(exc).__name__}: {exc}")
             return
         inference_s = time.perf_counter() - started
-        labels, panoptic = self.open_set(prediction, rgb.shape[:2], bool(wanted & LABEL_OUTPUTS),
-                                         bool(wanted & INSTANCE_OUTPUTS))
-        self.publish_outputs(self.render_outputs(msg.header, rgb, prediction, labels, panoptic, wanted))
+        self.publish_outputs(self.render_outputs(msg.header, rgb, prediction, wanted))
         latency = (self.get_clock().now() - Time.from_msg(msg.header.stamp)).nanoseconds * 1e-9
         self.stats.record_processed(time.monotonic(), latency, inference_s)
 
-    def open_set(self, prediction, image_size: tuple[int, int], labels: bool, instances: bool):
-        """The one place labels and unknown instances come from: ``m2a_core.openset`` on the prediction.
+    def request_open_set(self, wanted: set[str]) -> None:
+        """Ask the predictor for exactly the open-set outputs someone receives (``m2a_core.openset``, on the
+        model's device): labels with the current threshold, unknown instances with the current limits.
 
-        Returns (uint8 label image or None, PanopticResult or None).
+        The predictor is used by the worker thread only, so its options can change between frames.
         """
-        import torch
-
-        from m2a_core.openset import PanopticParams, openset_semantic, panoptic_from_outputs
-        from m2a_core.preprocess import resized_shape
+        from m2a_core.openset import PanopticParams
 
         predictor = self.predictor
-        device = predictor.device
-        label_image, panoptic = None, None
-        if labels:
-            label_image = openset_semantic(
-                torch.from_numpy(prediction.semseg), torch.from_numpy(prediction.anomaly), self.values["threshold"],
-                num_classes=predictor.class_set.num_classes).numpy()
-        if instances:
-            options = predictor.options
-            input_size = resized_shape(image_size[0], image_size[1], options.short_side, options.max_size)
-            pad = predictor.config.size_divisibility
-            padded_size = (-(-input_size[0] // pad) * pad, -(-input_size[1] // pad) * pad)
-            params = PanopticParams(min_component_area=self.values["min_instance_area"],
-                                    max_components=self.values["max_instances"])
-            panoptic = panoptic_from_outputs(
-                torch.from_numpy(prediction.pred_logits).to(device), torch.from_numpy(prediction.pred_masks).to(device),
-                padded_size, input_size, image_size, predictor.class_set, params,
-                resolution=self.values["panoptic_resolution"])
-        return label_image, panoptic
+        options = dataclasses.replace(
+            predictor.options,
+            openset_threshold=self.values["threshold"] if wanted & LABEL_OUTPUTS else None,
+            panoptic=bool(wanted & INSTANCE_OUTPUTS),
+            panoptic_params=PanopticParams(min_component_area=self.values["min_instance_area"],
+                                           max_components=self.values["max_instances"]),
+            panoptic_resolution=self.values["panoptic_resolution"])
+        if options != predictor.options:
+            predictor.options = options
 
-    def render_outputs(self, header, rgb: np.ndarray, prediction, labels: np.ndarray | None, panoptic,
-                       wanted: set[str]) -> dict[str, object]:
+    def render_outputs(self, header, rgb: np.ndarray, prediction, wanted: set[str]) -> dict[str, object]:
         """Every wanted output of one frame as a message, each with the input header unchanged."""
         from m2a_core.visualize import colorize_labels, colorize_scores
 
         settings = self.render_settings()
-        instances = unknown_segments(panoptic.segments) if panoptic is not None else []
+        labels = prediction.labels
+        instances = unknown_segments(prediction.segments or [])
         messages: dict[str, object] = {}
         if "anomaly" in wanted:
             messages["anomaly"] = array_to_image(prediction.anomaly.astype(np.float32), "32FC1", header)
@@ -361,9 +344,8 @@ class AnomalyNode(LifecycleNode):
             messages["labels_color"] = array_to_image(colorize_labels(labels, self.predictor.class_set), "rgb8",
                                                       header)
         if "overlay" in wanted:
-            id_map = panoptic.id_map.cpu().numpy() if panoptic is not None else None
-            messages["overlay"] = array_to_image(render_overlay(rgb, heat, id_map, instances, settings), "rgb8",
-                                                 header)
+            messages["overlay"] = array_to_image(
+                render_overlay(rgb, heat, prediction.instances, instances, settings), "rgb8", header)
         if "unknown_instances" in wanted:
             messages["unknown_instances"] = marker_array(header, instances, settings)
         if "detections" in wanted:

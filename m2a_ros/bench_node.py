@@ -4,8 +4,6 @@ Runs the real ``AnomalyNode`` in this process with a subscriber to every output 
 sent over DDS), feeds it one camera frame's prediction repeatedly and times its stages:
 
 - ``convert``: sensor_msgs/Image -> RGB array (``m2a_ros.conversions``),
-- ``open_set``: labels and unknown-instance mining (``m2a_core.openset``; library post-processing, shown
-  apart: ``m2a bench openset`` measures it on its own),
 - ``render``: colour maps, overlay, markers and the messages of every output (``m2a_core.visualize``,
   ``m2a_ros.outputs``),
 - ``publish``: ``publish`` of every output to a subscriber in this process (over DDS).
@@ -27,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-STAGES = ("convert", "open_set", "render", "publish")
+STAGES = ("convert", "render", "publish")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +68,7 @@ def measure(args: argparse.Namespace, weights: Path) -> dict[str, list[float]]:
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
-    from m2a_ros.anomaly_node import INSTANCE_OUTPUTS, LABEL_OUTPUTS, AnomalyNode
+    from m2a_ros.anomaly_node import AnomalyNode
     from m2a_ros.conversions import image_to_rgb
     from m2a_ros.qos import output_qos
 
@@ -106,22 +104,20 @@ def measure(args: argparse.Namespace, weights: Path) -> dict[str, list[float]]:
         message = _camera_message(rgb, args.encoding)
         print(f"running the model once on a {args.width}x{args.height} frame ...", file=sys.stderr)
         frame = image_to_rgb(message)
-        prediction = node.predictor(frame)
+        node.request_open_set(wanted)
+        prediction = node.predictor(frame)  # with every open-set output (m2a bench openset times those)
         runs: dict[str, list[float]] = {stage: [] for stage in STAGES}
         for index in range(args.repeat + 2):
             message.header.stamp = node.get_clock().now().to_msg()
             t0 = time.perf_counter()
             frame = image_to_rgb(message, node.values["max_pixels"])
             t1 = time.perf_counter()
-            labels, panoptic = node.open_set(prediction, frame.shape[:2], bool(wanted & LABEL_OUTPUTS),
-                                             bool(wanted & INSTANCE_OUTPUTS))
+            messages = node.render_outputs(message.header, frame, prediction, wanted)
             t2 = time.perf_counter()
-            messages = node.render_outputs(message.header, frame, prediction, labels, panoptic, wanted)
-            t3 = time.perf_counter()
             node.publish_outputs(messages)
-            t4 = time.perf_counter()
+            t3 = time.perf_counter()
             if index >= 2:
-                for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2), strict=True):
                     runs[stage].append(seconds)
         runs["wanted"] = sorted(wanted)  # type: ignore[assignment]
         return runs
@@ -157,14 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     overhead = [sum(stage) for stage in zip(runs["convert"], runs["render"], runs["publish"], strict=True)]
     totals = {
         "convert (camera msg -> RGB)": runs["convert"],
-        "open_set (library, not node)": runs["open_set"],
         "render (visualize + messages)": runs["render"],
         "publish (all outputs)": runs["publish"],
         "node overhead (convert+render+pub)": overhead,
     }
     for stage, values in totals.items():
-        print(f"{stage:<34}{statistics.median(values) * 1e3:>12.1f}{min(values) * 1e3:>10.1f}"
-              f"{max(values) * 1e3:>10.1f}")
+        print(f"{stage:<34}{statistics.median(values) * 1e3:>12.2f}{min(values) * 1e3:>10.2f}"
+              f"{max(values) * 1e3:>10.2f}")
     median = statistics.median(overhead) * 1e3
     print(f"target: node overhead under 10 ms: {'met' if median < 10.0 else 'NOT met'} ({median:.1f} ms)")
     return 0

@@ -37,9 +37,8 @@ from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 from m2a_core.checkpoint import save_weights  # noqa: E402
 from m2a_core.classes import CITYSCAPES, UNKNOWN_ID  # noqa: E402
 from m2a_core.modeling import Mask2Anomaly  # noqa: E402
-from m2a_core.openset import PanopticParams, openset_semantic, panoptic_from_outputs  # noqa: E402
+from m2a_core.openset import PanopticParams  # noqa: E402
 from m2a_core.predictor import Predictor  # noqa: E402
-from m2a_core.preprocess import resized_shape  # noqa: E402
 from m2a_core.visualize import anomaly_overlay, colorize_labels, colorize_scores  # noqa: E402
 from m2a_ros.conversions import image_to_array  # noqa: E402
 from m2a_ros.qos import latched_qos, output_qos  # noqa: E402
@@ -294,18 +293,17 @@ def running(ros_env, weights, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def expected(weights):
-    predictor = Predictor.from_weights(weights, **PREDICTOR_OPTIONS)
+    """The library's results for a frame: the predictor with the same options the node was given."""
+    predictors: dict[float, Predictor] = {}
 
     def compute(rgb: np.ndarray, threshold: float = THRESHOLD):
-        pred = predictor(rgb)
-        labels = openset_semantic(torch.from_numpy(pred.semseg), torch.from_numpy(pred.anomaly), threshold).numpy()
-        input_size = resized_shape(*rgb.shape[:2], PREDICTOR_OPTIONS["short_side"], PREDICTOR_OPTIONS["max_size"])
-        padded = tuple(-(-s // 32) * 32 for s in input_size)
-        panoptic = panoptic_from_outputs(
-            torch.from_numpy(pred.pred_logits), torch.from_numpy(pred.pred_masks), padded, input_size, rgb.shape[:2],
-            predictor.class_set, PanopticParams(min_component_area=MIN_INSTANCE_AREA, max_components=MAX_INSTANCES),
-            resolution="mask")
-        return pred, labels, [s for s in panoptic.segments if s["unknown"]]
+        if threshold not in predictors:
+            predictors[threshold] = Predictor.from_weights(
+                weights, **PREDICTOR_OPTIONS, openset_threshold=threshold, panoptic=True,
+                panoptic_params=PanopticParams(min_component_area=MIN_INSTANCE_AREA, max_components=MAX_INSTANCES),
+                panoptic_resolution="mask")
+        pred = predictors[threshold](rgb)
+        return pred, pred.labels, [s for s in pred.segments if s["unknown"]]
 
     return compute
 
