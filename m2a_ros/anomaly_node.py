@@ -108,6 +108,7 @@ class AnomalyNode(LifecycleNode):
         self.stats = diagnostics.FrameStats()
         self.rate_limited = 0
         self.predictor = None
+        self.openset_score = "anomaly"  # the score map the threshold applies to (a calibration file may say)
         self.worker: LatestFrameWorker | None = None
         self.publishers_by_output: dict[str, object] = {}
         self.class_info_publisher = None
@@ -194,13 +195,24 @@ class AnomalyNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _apply_calibration(self, path: str) -> None:
+        """Threshold and score map from an 'm2a calibrate' file, checked against the weights and classes."""
         from m2a_core.errors import M2AError
-        from m2a_core.openset import load_calibration
+        from m2a_core.openset.calibration import calibration_for_weights
 
+        weights = self.values["weights"]
         try:
-            calibration = load_calibration(path, classes=self.predictor.class_set.name)
+            calibration = calibration_for_weights(weights, self.predictor.class_set.name,
+                                                  None if path == "auto" else path)
         except M2AError as exc:
             raise StartupError(str(exc)) from None
+        current = self.predictor.options
+        differ = sorted(k for k, v in calibration.predictor_options.items()
+                        if hasattr(current, k) and k in ("short_side", "max_size", "resize", "tta", "refine")
+                        and v != getattr(current, k))
+        if differ:
+            self.get_logger().warning(f"the calibration was made with other {', '.join(differ)} than this node "
+                                      "uses: its threshold may not give the calibrated true-positive rate")
+        self.openset_score = calibration.score
         self.values["threshold"] = float(calibration.threshold)
         self.set_parameters([RosParameter("threshold", value=float(calibration.threshold))])
 
@@ -316,6 +328,7 @@ class AnomalyNode(LifecycleNode):
         options = dataclasses.replace(
             predictor.options,
             openset_threshold=self.values["threshold"] if wanted & LABEL_OUTPUTS else None,
+            openset_score=self.openset_score,
             panoptic=bool(wanted & INSTANCE_OUTPUTS),
             panoptic_params=PanopticParams(min_component_area=self.values["min_instance_area"],
                                            max_components=self.values["max_instances"]),

@@ -35,8 +35,8 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("refine", True, "apply the paper's refinement mask to the anomaly score"),
     Parameter("threshold", 0.5, "anomaly score at or above which a pixel is 'unknown' (labels, instances, "
               "overlay contours)", runtime=True),
-    Parameter("calibration_file", "", "'m2a calibrate' output; when set, its threshold replaces 'threshold' at "
-              "configure (a later 'threshold' change overrides it)"),
+    Parameter("calibration_file", "", "'m2a calibrate' output ('auto': the one beside the weights); when set, its "
+              "threshold replaces 'threshold' on configure (a later 'threshold' change overrides it)"),
     Parameter("panoptic_resolution", "mask", "unknown-instance mining at 'mask' (1/4 side, fast) or 'full' "
               "resolution"),
     Parameter("min_instance_area", 100, "smallest unknown instance in pixels at the input resolution", runtime=True),

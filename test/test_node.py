@@ -34,10 +34,10 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header, String  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
-from m2a_core.checkpoint import save_weights  # noqa: E402
+from m2a_core.checkpoint import save_weights, sha256_file  # noqa: E402
 from m2a_core.classes import CITYSCAPES, UNKNOWN_ID  # noqa: E402
 from m2a_core.modeling import Mask2Anomaly  # noqa: E402
-from m2a_core.openset import PanopticParams  # noqa: E402
+from m2a_core.openset import Calibration, PanopticParams, save_calibration  # noqa: E402
 from m2a_core.predictor import Predictor  # noqa: E402
 from m2a_core.visualize import anomaly_overlay, colorize_labels, colorize_scores  # noqa: E402
 from m2a_ros.conversions import image_to_array  # noqa: E402
@@ -462,12 +462,34 @@ def test_runtime_parameters_validate_and_take_effect(running, expected):
                       threshold=0.3)
         harness.wait_for(lambda: harness.latest_diagnostics()[2]["threshold"] == "0.3000", 5,
                          "the new threshold in diagnostics")
+        # max_rate: frames beyond it are dropped before inference and counted.
+        assert harness.set_parameter("max_rate", 2.0)[0]
+        dropped = int(harness.latest_diagnostics()[2]["frames dropped (max_rate)"])
+        before = len(harness.arrival)
+        start = time.time()
+        while time.time() - start < 2.0:
+            harness.image_pub.publish(image_msg(harness.header(), rgb))
+            time.sleep(0.02)
+        time.sleep(0.5)
+        assert len(harness.arrival) - before <= 6, "max_rate 2 Hz allows at most ~5 frames in 2 s"
+        harness.wait_for(lambda: int(harness.latest_diagnostics()[2]["frames dropped (max_rate)"]) > dropped + 50, 5,
+                         "frames dropped by max_rate in diagnostics")
     finally:
         assert harness.set_parameter("threshold", THRESHOLD)[0]
+        assert harness.set_parameter("max_rate", 0.0)[0]
 
 
-def test_lifecycle_supervisor_loads_the_model_before_driving(ros_env, weights, tmp_path):
-    params = write_params(tmp_path / "anomaly.yaml", **base_params(weights, autostart=False))
+def write_calibration(path: Path, weights: Path, threshold: float, sha256: str | None = None) -> Path:
+    save_calibration(Calibration(threshold=threshold, tpr=0.95, achieved_tpr=0.95, fpr=0.1, num_images=1,
+                                 num_anomaly_pixels=10, num_inlier_pixels=90,
+                                 weights_sha256=sha256 or sha256_file(weights), classes="cityscapes"), path)
+    return path
+
+
+def test_lifecycle_supervisor_loads_the_model_before_driving(ros_env, weights, tmp_path, expected):
+    calibration = write_calibration(tmp_path / "tiny.calibration.json", weights, 0.31)
+    params = write_params(tmp_path / "anomaly.yaml", **base_params(weights, autostart=False,
+                                                                   calibration_file=str(calibration)))
     # Its own name: the module's autostarted node is still running.
     process = NodeProcess(params, tmp_path / "node.log", ("-r", "image:=/camera/managed", "-r", "__node:=m2a_managed"))
     harness = Harness(ros_env, "/m2a_managed", "/camera/managed")
@@ -487,7 +509,10 @@ def test_lifecycle_supervisor_loads_the_model_before_driving(ros_env, weights, t
                 assert harness.image_pub.get_subscription_count() == 0, "inactive node must not take frames"
         harness.wait_for(harness.connected, 30, "the active node's topics", process)
         rgb = random_image(8, HEIGHT, WIDTH)
-        harness.send_until_processed(lambda h: image_msg(h, rgb), process)
+        header, outputs = harness.send_until_processed(lambda h: image_msg(h, rgb), process)
+        # The calibration file's threshold replaced the parameter's.
+        check_outputs(header, outputs, harness.markers[(header.stamp.sec, header.stamp.nanosec)], rgb, expected,
+                      threshold=0.31)
         result = harness.call(harness.change_state,
                               ChangeState.Request(transition=Transition(id=Transition.TRANSITION_DEACTIVATE)))
         assert result.success
@@ -503,8 +528,13 @@ def test_lifecycle_supervisor_loads_the_model_before_driving(ros_env, weights, t
     ({"backend": "caffe"}, "backend must be one of torch, onnxruntime, tensorrt"),
     ({"threshold": "high"}, "threshold must be a float"),
     ({"overlay_alpha": 3.0}, "overlay_alpha must be in [0, 1]"),
+    ({"backend": "tensorrt"}, "the tensorrt backend needs NVIDIA TensorRT"),
+    ({"calibration_file": "OTHER"}, "was made for other weights"),
+    ({"calibration_file": "/no/such.json"}, "no calibration file /no/such.json"),
 ])
 def test_startup_failures_are_one_clear_line_and_nonzero_exit(ros_env, weights, tmp_path, overrides, message):
+    if overrides.get("calibration_file") == "OTHER":
+        overrides = {"calibration_file": str(write_calibration(tmp_path / "c.json", weights, 0.5, "0" * 64))}
     params = write_params(tmp_path / "bad.yaml", **base_params(weights, **overrides))
     process = NodeProcess(params, tmp_path / "node.log")
     try:
