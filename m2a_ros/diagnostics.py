@@ -34,8 +34,7 @@ class FrameStats:
         self._received_times: deque[float] = deque(maxlen=window)
         self._processed_times: deque[float] = deque(maxlen=window)
         self._failure_times: deque[tuple[float, str]] = deque(maxlen=window)
-        self._latencies: deque[float] = deque(maxlen=window)
-        self._inference: deque[float] = deque(maxlen=window)
+        self._timings: deque[tuple[float, float, float]] = deque(maxlen=window)  # (when, latency, inference)
         self._last_failure = ""
         self._first_received: float | None = None
 
@@ -50,8 +49,7 @@ class FrameStats:
         with self._lock:
             self.processed += 1
             self._processed_times.append(now)
-            self._latencies.append(latency_s)
-            self._inference.append(inference_s)
+            self._timings.append((now, latency_s, inference_s))
 
     def record_failure(self, now: float, kind: str, message: str) -> None:
         with self._lock:
@@ -68,8 +66,8 @@ class FrameStats:
                 span = max(recent[-1] - recent[0], 1e-9)
                 return (len(recent) - 1) / span
 
-            latencies = np.asarray(self._latencies) if self._latencies else np.zeros(0)
-            inference = np.asarray(self._inference) if self._inference else np.zeros(0)
+            recent = np.asarray([(lat, inf) for t, lat, inf in self._timings if now - t <= window_s]).reshape(-1, 2)
+            latencies, inference = recent[:, 0], recent[:, 1]
             return {
                 "received": self.received,
                 "processed": self.processed,
