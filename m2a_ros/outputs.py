@@ -31,18 +31,30 @@ def unknown_segments(segments: list[dict]) -> list[dict]:
     return [s for s in segments if s.get("unknown")]
 
 
-def instance_contours(id_map: np.ndarray, ids: list[int]) -> np.ndarray:
-    """bool [H, W]: pixels of the given segments that touch a pixel of another segment (4-neighbours)."""
-    inside = np.isin(id_map, ids)
-    edge = np.zeros_like(inside)
-    # A pixel is on the contour where a neighbour carries a different id (or lies outside the image).
-    edge[1:, :] |= id_map[1:, :] != id_map[:-1, :]
-    edge[:-1, :] |= id_map[:-1, :] != id_map[1:, :]
-    edge[:, 1:] |= id_map[:, 1:] != id_map[:, :-1]
-    edge[:, :-1] |= id_map[:, :-1] != id_map[:, 1:]
-    edge[[0, -1], :] = True
-    edge[:, [0, -1]] = True
-    return inside & edge
+def instance_contour(id_map: np.ndarray, segment_id: int, bbox: list[int]) -> tuple[tuple[slice, slice], np.ndarray]:
+    """(window, bool mask in it): pixels of one segment that touch another id or the image border (4-neighbours).
+
+    Works inside the segment's box plus a one-pixel margin, so small instances cost little on large frames.
+    """
+    height, width = id_map.shape
+    x, y, w, h = bbox
+    y0, y1, x0, x1 = max(y - 1, 0), min(y + h + 1, height), max(x - 1, 0), min(x + w + 1, width)
+    window = id_map[y0:y1, x0:x1]
+    edge = np.zeros(window.shape, bool)
+    edge[1:, :] |= window[1:, :] != window[:-1, :]
+    edge[:-1, :] |= window[:-1, :] != window[1:, :]
+    edge[:, 1:] |= window[:, 1:] != window[:, :-1]
+    edge[:, :-1] |= window[:, :-1] != window[:, 1:]
+    # The window's own border is the image border only where the margin was cut off.
+    if y0 == 0:
+        edge[0, :] = True
+    if y1 == height:
+        edge[-1, :] = True
+    if x0 == 0:
+        edge[:, 0] = True
+    if x1 == width:
+        edge[:, -1] = True
+    return (slice(y0, y1), slice(x0, x1)), edge & (window == segment_id)
 
 
 def draw_box(image: np.ndarray, bbox: list[int], color: tuple[int, int, int], thickness: int = 2) -> None:
@@ -63,7 +75,9 @@ def render_overlay(rgb: np.ndarray, heat: np.ndarray, id_map: np.ndarray | None,
     instances' contours and boxes."""
     out = blend(rgb, heat, settings.overlay_alpha)
     if id_map is not None and instances:
-        out[instance_contours(id_map, [s["id"] for s in instances])] = INSTANCE_COLOR
+        for segment in instances:
+            window, contour = instance_contour(id_map, segment["id"], segment["bbox"])
+            out[window][contour] = INSTANCE_COLOR
         for segment in instances:
             draw_box(out, segment["bbox"], INSTANCE_COLOR)
     return out

@@ -8,7 +8,7 @@ import pytest
 
 from m2a_ros.diagnostics import ERROR, MODEL_FAILURE, OK, WARN, FrameStats, HealthLimits, assess
 from m2a_ros.latest_frame_worker import LatestFrameWorker
-from m2a_ros.outputs import draw_box, instance_contours
+from m2a_ros.outputs import draw_box, instance_contour
 from m2a_ros.parameters import DEFAULTS, validate
 
 
@@ -106,17 +106,46 @@ def test_failures_warn_and_model_failures_are_errors():
     assert _snapshot(stats, 20.1)["failures"] == {"encoding": 1, MODEL_FAILURE: 1}
 
 
+def _contour_brute_force(id_map: np.ndarray, segment_id: int) -> np.ndarray:
+    height, width = id_map.shape
+    out = np.zeros(id_map.shape, bool)
+    for y in range(height):
+        for x in range(width):
+            if id_map[y, x] != segment_id:
+                continue
+            for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+                ny, nx = y + dy, x + dx
+                if not (0 <= ny < height and 0 <= nx < width) or id_map[ny, nx] != segment_id:
+                    out[y, x] = True
+    return out
+
+
 def test_contours_and_boxes_by_hand():
     id_map = np.zeros((6, 7), np.int32)
     id_map[1:5, 2:6] = 3           # a 4x4 block
-    contour = instance_contours(id_map, [3])
+    window, contour = instance_contour(id_map, 3, [2, 1, 4, 4])
+    full = np.zeros((6, 7), bool)
+    full[window] = contour
     expected = np.zeros((6, 7), bool)
     expected[1:5, 2:6] = True
     expected[2:4, 3:5] = False     # the 2x2 inside has no other id around it
-    np.testing.assert_array_equal(contour, expected)
+    np.testing.assert_array_equal(full, expected)
     image = np.zeros((6, 7, 3), np.uint8)
     draw_box(image, [2, 1, 4, 4], (1, 2, 3), thickness=1)
     np.testing.assert_array_equal(image[..., 0] == 1, expected)
+
+
+def test_contours_match_brute_force_on_random_segments():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        id_map = rng.integers(0, 3, (9, 11)).astype(np.int32)  # touching segments, image borders
+        for segment_id in (1, 2):
+            ys, xs = np.nonzero(id_map == segment_id)
+            bbox = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+            window, contour = instance_contour(id_map, segment_id, bbox)
+            full = np.zeros(id_map.shape, bool)
+            full[window] = contour
+            np.testing.assert_array_equal(full, _contour_brute_force(id_map, segment_id))
 
 
 @pytest.mark.parametrize("name, value, reason", [
