@@ -188,6 +188,7 @@ class Harness:
             self.diagnostics.extend(s for s in msg.status if self.node_name.strip("/") in s.name)
 
     def latest_diagnostics(self) -> tuple[int, str, dict[str, str]]:
+        self.wait_for(lambda: self.diagnostics, 10, "a /diagnostics message from the node")
         with self.lock:
             status = self.diagnostics[-1]
         return status.level[0], status.message, {kv.key: kv.value for kv in status.values}
@@ -360,12 +361,14 @@ def test_outputs_equal_the_library_for_every_input_kind(running, expected):
     info = json.loads(harness.class_info[-1])
     assert info["names"] == list(CITYSCAPES.names) and info["unknown_id"] == UNKNOWN_ID
     assert [tuple(c) for c in info["colors"]] == list(CITYSCAPES.colors)
+    # Diagnostics come every 0.2 s: wait for one that has seen the three frames.
+    harness.wait_for(lambda: int(harness.latest_diagnostics()[2]["frames processed"]) >= 3, 5,
+                     "diagnostics counting the three frames")
     level, message, values = harness.latest_diagnostics()
     for key in ("backend", "device", "model", "input rate (Hz)", "processed rate (Hz)", "frames skipped (busy)",
                 "latency p50 (ms)", "latency p95 (ms)", "inference p50 (ms)"):
         assert key in values, key
     assert values["backend"] == "torch" and values["device"] == "cpu" and values["model"] == "tiny.safetensors"
-    assert int(values["frames processed"]) >= 3
 
 
 def _bad_frames(header: Header) -> list[tuple[str, object, str]]:
