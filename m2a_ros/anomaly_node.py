@@ -221,6 +221,7 @@ class AnomalyNode(LifecycleNode):
         self.subscriptions_ = [self.create_subscription(
             Image, "image", lambda msg: self._on_frame("raw", msg), camera_input_qos())]
         if self.values["compressed_input"]:
+            # image_transport's naming: '<resolved image topic>/compressed', so one remap of 'image' moves both.
             topic = self.resolve_topic_name("image") + "/compressed"
             self.subscriptions_.append(self.create_subscription(
                 CompressedImage, topic, lambda msg: self._on_frame("compressed", msg), camera_input_qos()))

@@ -549,3 +549,44 @@ def test_startup_failures_are_one_clear_line_and_nonzero_exit(ros_env, weights, 
     fatal = [line for line in log.splitlines() if "FATAL" in line]
     assert len(fatal) == 1 and message in fatal[0], log
     assert "Traceback" not in log
+
+
+def test_outputs_nobody_receives_are_not_computed(ros_env, weights):
+    """In process: the open-set work the predictor is asked for follows the subscriptions and 'publish'."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter as RosParameter
+
+    from m2a_ros.anomaly_node import AnomalyNode
+
+    node = AnomalyNode("m2a_wanted", context=ros_env, parameter_overrides=[
+        RosParameter("weights", value=str(weights)), RosParameter("autostart", value=False),
+        RosParameter("publish", value=["anomaly", "labels", "unknown_instances"])])
+    listener = rclpy.create_node("m2a_wanted_listener", context=ros_env)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.wanted_outputs() == set()
+
+        def listen(topic: str, expected: set[str], kind=Image) -> set[str]:
+            listener.create_subscription(kind, f"/m2a_wanted/{topic}", lambda m: None, output_qos())
+            deadline = time.time() + 10
+            while time.time() < deadline and node.wanted_outputs() != expected:
+                time.sleep(0.02)
+            wanted = node.wanted_outputs()
+            node.request_open_set(wanted)
+            return wanted
+
+        assert listen("anomaly", {"anomaly"}) == {"anomaly"}
+        assert node.predictor.options.openset_threshold is None and not node.predictor.options.panoptic
+        assert listen("labels", {"anomaly", "labels"}) == {"anomaly", "labels"}
+        assert node.predictor.options.openset_threshold == 0.5 and not node.predictor.options.panoptic
+        # overlay is subscribed but not in 'publish': still not computed
+        listener.create_subscription(Image, "/m2a_wanted/overlay", lambda m: None, output_qos())
+        everything = {"anomaly", "labels", "unknown_instances"}
+        assert listen("unknown_instances", everything, MarkerArray) == everything
+        time.sleep(0.3)  # the overlay subscription has long been discovered: still not wanted
+        assert node.wanted_outputs() == everything
+        assert node.predictor.options.panoptic
+    finally:
+        listener.destroy_node()
+        node._stop_input()
+        node.destroy_node()
