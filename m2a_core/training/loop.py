@@ -246,6 +246,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         start = checkpointing.restore(state, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
         # Lines logged after the checkpoint by the interrupted run are dropped: they are recomputed.
         records = [r for r in read_metrics(out_dir / METRICS) if r.get("iteration", 0) <= start]
+        if rank == 0:
+            print(f"resumed from iteration {start} ({checkpoint_path})", flush=True)
     elif rank == 0 and (out_dir / METRICS).exists():
         (out_dir / METRICS).unlink()
 
