@@ -24,14 +24,16 @@ def block_label(rng: np.random.Generator, height: int, width: int, classes=(0, 1
 
 
 def make_cityscapes(root: Path, split: str = "train", count: int = 4, size=(96, 192), seed: int = 0,
-                    label_ids: bool = False) -> Path:
-    """<root>/leftImg8bit/<split>/<city>/*_leftImg8bit.png and gtFine labelTrainIds (or labelIds)."""
+                    label_ids: bool = False, varied: bool = False) -> Path:
+    """<root>/leftImg8bit/<split>/<city>/*_leftImg8bit.png and gtFine labelTrainIds (or labelIds).
+
+    ``varied``: image i shows only classes 0..(i % 4), so images differ in their number of targets."""
     rng = np.random.default_rng(seed)
     trainid_to_id = {0: 7, 1: 8, 2: 11, 3: 12, 4: 13, 255: 0}
     for i in range(count):
         city = "aachen" if i % 2 == 0 else "bremen"
         stem = f"{city}_{i:06d}_000019"
-        label = block_label(rng, *size)
+        label = block_label(rng, *size, classes=tuple(range(1 + i % 4)) if varied else (0, 1, 2, 3))
         image = PALETTE[np.minimum(label, 4)].copy()
         image[label == 255] = 0
         image = np.clip(image.astype(int) + rng.integers(-10, 10, size=image.shape), 0, 255).astype(np.uint8)

@@ -1,0 +1,84 @@
+"""Two CPU processes on gloo (what ``torchrun --nproc_per_node 2`` sets up) train exactly like one process
+on the same global batch: same losses at every iteration, same final weights."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from train_helpers import make_cityscapes, make_outlier_pool, tiny_config
+
+from m2a_core.checkpoint import read_weights
+from m2a_core.training.loop import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(script: str, config_path: Path, world: int) -> list[subprocess.Popen]:
+    """Start ``world`` processes with the environment torchrun gives them."""
+    port = free_port()
+    processes = []
+    for rank in range(world):
+        env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", RANK=str(rank), LOCAL_RANK=str(rank),
+                   WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port))
+        processes.append(subprocess.Popen([sys.executable, str(REPO / "training" / script), str(config_path)],
+                                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return processes
+
+
+def wait_all(processes: list[subprocess.Popen]) -> None:
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    assert all(p.returncode == 0 for p in processes), "\n".join(outputs)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_two_gloo_processes_equal_one_process_on_the_global_batch(tmp_path, stage):
+    # Images with 1..4 classes: per-process means would differ from the global batch's mean.
+    data = make_cityscapes(tmp_path / "cityscapes", count=4, varied=True)
+    overrides = {"solver": {"max_iter": 3, "batch_size": 2}}
+    script = "train.py"
+    if stage == 2:
+        overrides.update(anomaly_mix={"pool": str(make_outlier_pool(tmp_path / "pool")), "probability": 0.5},
+                         loss={"num_points": 256, "outlier_weight": 1.0})
+        script = "finetune_outliers.py"
+    results = {}
+    for world in (1, 2):
+        raw = tiny_config(data, tmp_path / f"world{world}", **overrides)
+        if stage == 2:
+            raw["init"] = {"checkpoint": str(tmp_path / "stage1.pt")}
+        path = tmp_path / f"world{world}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        results[world] = path
+    if stage == 2:
+        # A stage-1 training checkpoint to start from (a random model saved by a 1-iteration run).
+        raw = tiny_config(data, tmp_path / "stage1", solver={"max_iter": 1})
+        (tmp_path / "stage1.yaml").write_text(yaml.safe_dump(raw))
+        wait_all(launch("train.py", tmp_path / "stage1.yaml", 1))
+        (tmp_path / "stage1" / "last_checkpoint.pt").rename(tmp_path / "stage1.pt")
+    for world, path in results.items():
+        wait_all(launch(script, path, world))
+    single = [r for r in read_metrics(tmp_path / "world1" / "metrics.jsonl") if "loss" in r]
+    double = [r for r in read_metrics(tmp_path / "world2" / "metrics.jsonl") if "loss" in r]
+    assert len(single) == len(double) == 3
+    keys = [k for k in single[0] if k.startswith("loss")]
+    assert ("loss_ood" in keys) == (stage == 2)
+    for a, b in zip(single, double, strict=True):
+        for key in keys:
+            assert b[key] == pytest.approx(a[key], rel=2e-5, abs=1e-6), (a["iteration"], key)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+    _, w1 = read_weights(tmp_path / "world1" / "model_final.safetensors")
+    _, w2 = read_weights(tmp_path / "world2" / "model_final.safetensors")
+    for key in w1:
+        assert torch.allclose(w1[key], w2[key], atol=2e-5, rtol=1e-4), key
