@@ -47,11 +47,14 @@ def wait_all(processes: list[subprocess.Popen]) -> None:
 def test_two_gloo_processes_equal_one_process_on_the_global_batch(tmp_path, stage):
     # Images with 1..4 classes: per-process means would differ from the global batch's mean.
     data = make_cityscapes(tmp_path / "cityscapes", count=4, varied=True)
-    overrides = {"solver": {"max_iter": 3, "batch_size": 2}}
+    # Uniform points only: importance sampling's top-k can flip on 1e-7 rounding differences between a
+    # batch of 2 and two batches of 1 (near-ties in |logit| at initialisation), which is not what this tests.
+    overrides = {"solver": {"max_iter": 3, "batch_size": 2},
+                 "loss": {"num_points": 256, "importance_sample_ratio": 0.0}}
     script = "train.py"
     if stage == 2:
         overrides.update(anomaly_mix={"pool": str(make_outlier_pool(tmp_path / "pool")), "probability": 0.5},
-                         loss={"num_points": 256, "outlier_weight": 1.0})
+                         loss={"num_points": 256, "importance_sample_ratio": 0.0, "outlier_weight": 1.0})
         script = "finetune_outliers.py"
     results = {}
     for world in (1, 2):
@@ -80,5 +83,7 @@ def test_two_gloo_processes_equal_one_process_on_the_global_batch(tmp_path, stag
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
     _, w1 = read_weights(tmp_path / "world1" / "model_final.safetensors")
     _, w2 = read_weights(tmp_path / "world2" / "model_final.safetensors")
+    # Adam divides by sqrt(v): weights with near-zero gradients (the zero-initialised sampling offsets) move
+    # by up to lr per step whatever the gradient's size, so 1e-7 rounding may show as ~1e-4 there (lr 1e-3).
     for key in w1:
-        assert torch.allclose(w1[key], w2[key], atol=2e-5, rtol=1e-4), key
+        assert torch.allclose(w1[key], w2[key], atol=2e-4, rtol=0), key
