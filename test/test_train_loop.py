@@ -168,6 +168,15 @@ def test_shipped_configs_parse():
     for path in paths:
         config = TrainConfig.from_yaml(path)
         assert config.model_config().num_classes >= 1, path
+    # The official Cityscapes recipe (SPEC section 5).
+    stage1 = TrainConfig.from_yaml(REPO / "training" / "configs" / "cityscapes_r50_stage1.yaml")
+    assert (stage1.solver.lr, stage1.solver.batch_size, stage1.solver.max_iter) == (1e-4, 16, 90000)
+    assert (stage1.solver.weight_decay, stage1.solver.clip_norm, stage1.solver.poly_power) == (0.05, 0.01, 0.9)
+    assert stage1.augment.crop == [380, 760] and stage1.augment.short_sides == [int(x * 102.4) for x in range(5, 21)]
+    assert (stage1.loss.num_points, stage1.loss.no_object_weight, stage1.loss.outlier_weight) == (12544, 0.1, 0.0)
+    stage2 = TrainConfig.from_yaml(REPO / "training" / "configs" / "cityscapes_r50_stage2.yaml")
+    assert (stage2.solver.lr, stage2.solver.batch_size, stage2.solver.max_iter) == (1e-5, 8, 5000)
+    assert (stage2.anomaly_mix.probability, stage2.loss.outlier_weight, stage2.loss.outlier_margin) == (0.2, 1.0, 1.0)
 
 
 def test_validation_miou_equals_a_direct_count(cityscapes, tmp_path):
