@@ -24,6 +24,15 @@ from m2a_core.training.optim import build_optimizer
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is faster and immune to OpenMP spinning when the CPU cores are shared."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def cityscapes(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cityscapes")

@@ -196,8 +196,11 @@ def validate(model: Mask2Anomaly, config: TrainConfig, device: torch.device) -> 
                                  minlength=num_classes**2).reshape(num_classes, num_classes)
         if (truth == 254).any():
             if accumulator is None:
-                from m2a_core.metrics.pixel import PixelScoreAccumulator
-
+                try:
+                    from m2a_core.metrics.pixel import PixelScoreAccumulator
+                except ImportError:
+                    raise M2AError("validation with anomaly pixels needs m2a_core.metrics (the evaluation "
+                                   "package)") from None
                 accumulator = PixelScoreAccumulator()
             anomaly_labels = np.where(valid, 0, np.where(truth == 254, 1, 255)).astype(np.uint8)
             accumulator.update(maps.anomaly.cpu().numpy().astype(np.float32), anomaly_labels)
