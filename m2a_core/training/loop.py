@@ -257,7 +257,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     trained = model
     if world > 1:
         trained = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False)
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False,
+            broadcast_buffers=False)  # the only buffers are frozen statistics: identical everywhere
 
     training_set = build_training_set(config, num_classes)
     batches = IterationBatches(training_set, start, solver.max_iter, rank, local_batch)
