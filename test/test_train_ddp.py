@@ -1,9 +1,8 @@
-"""Two CPU processes on gloo (what ``torchrun --nproc_per_node 2`` sets up) train exactly like one process
+"""Two CPU processes on gloo, launched by ``torchrun --standalone --nproc_per_node 2``, train exactly like one process
 on the same global batch: same losses at every iteration, same final weights."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,28 +18,13 @@ from m2a_core.training.loop import read_metrics
 REPO = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def launch(script: str, config_path: Path, world: int) -> list[subprocess.Popen]:
-    """Start ``world`` processes with the environment torchrun gives them."""
-    port = free_port()
-    processes = []
-    for rank in range(world):
-        env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", RANK=str(rank), LOCAL_RANK=str(rank),
-                   WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=str(port))
-        processes.append(subprocess.Popen([sys.executable, str(REPO / "training" / script), str(config_path)],
-                                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    return processes
-
-
-def wait_all(processes: list[subprocess.Popen]) -> None:
-    outputs = [p.communicate(timeout=300)[0] for p in processes]
-    assert all(p.returncode == 0 for p in processes), "\n".join(outputs)
+def run(script: str, config_path: Path, world: int) -> None:
+    """``torchrun --standalone --nproc_per_node world training/<script> config`` (the real launcher)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world}",
+               str(REPO / "training" / script), str(config_path)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("stage", [1, 2])
@@ -68,10 +52,10 @@ def test_two_gloo_processes_equal_one_process_on_the_global_batch(tmp_path, stag
         # A stage-1 training checkpoint to start from (a random model saved by a 1-iteration run).
         raw = tiny_config(data, tmp_path / "stage1", solver={"max_iter": 1})
         (tmp_path / "stage1.yaml").write_text(yaml.safe_dump(raw))
-        wait_all(launch("train.py", tmp_path / "stage1.yaml", 1))
+        run("train.py", tmp_path / "stage1.yaml", 1)
         (tmp_path / "stage1" / "last_checkpoint.pt").rename(tmp_path / "stage1.pt")
     for world, path in results.items():
-        wait_all(launch(script, path, world))
+        run(script, path, world)
     single = [r for r in read_metrics(tmp_path / "world1" / "metrics.jsonl") if "loss" in r]
     double = [r for r in read_metrics(tmp_path / "world2" / "metrics.jsonl") if "loss" in r]
     assert len(single) == len(double) == 3
