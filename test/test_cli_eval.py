@@ -162,3 +162,9 @@ def test_eval_run_missing_dataset_is_named(tmp_path: Path, capsys) -> None:
                  "--root", str(tmp_path / "nowhere")])
     assert code == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_bench_metrics_prints_time_and_memory(capsys) -> None:
+    assert main(["bench", "metrics", "--frames", "2", "--height", "32", "--width", "48"]) == 0
+    out = capsys.readouterr().out
+    assert "ms/frame" in out and "peak memory" in out and "distinct values" in out
