@@ -23,7 +23,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV"
   "$PY" -m venv "$VENV"
 fi
-pip_install() { "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@"; }
+# This machine's pip configuration names local wheel folders that may not exist; drop that noise only.
+pip_install() {
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" 2>&1 \
+    | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
 
 stamp="$VENV/.m2a-setup-stamp"
 want="$(cat setup.py scripts/setup.sh | sha256sum | cut -c1-16)"
