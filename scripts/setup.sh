@@ -30,7 +30,7 @@ pip_install() {
 }
 
 stamp="$VENV/.m2a-setup-stamp"
-want="$(cat setup.py scripts/setup.sh | sha256sum | cut -c1-16)"
+want="$(cat setup.py setup.cfg pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
    && "$VENV/bin/python" -c "import torch, rclpy, m2a_core" 2>/dev/null; then
   echo "[setup] $VENV is up to date"
