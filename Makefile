@@ -8,8 +8,8 @@ setup:
 	bash scripts/setup.sh
 
 test: setup
-	$(PY) -m ruff check m2a_core m2a_ros training test launch
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q test
 
 lint: setup
-	$(PY) -m ruff check m2a_core m2a_ros training test launch
+	$(PY) -m ruff check .

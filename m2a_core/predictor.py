@@ -15,7 +15,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from m2a_core.checkpoint import load_model
+from m2a_core.backends import make_backend
+from m2a_core.backends.torch_backend import TorchBackend
 from m2a_core.classes import ClassSet, get_class_set
 from m2a_core.config import ModelConfig
 from m2a_core.inference import AnomalyMaps, RefinementParams, anomaly_maps
@@ -28,6 +29,8 @@ from m2a_core.preprocess import (
     to_tensor,
 )
 
+__all__ = ["NetworkBackend", "Prediction", "Predictor", "PredictorOptions", "TorchBackend"]
+
 
 class NetworkBackend(Protocol):
     config: ModelConfig
@@ -36,26 +39,6 @@ class NetworkBackend(Protocol):
     def run(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised, padded [B, 3, H, W] -> (pred_logits [B, Q, K+1], pred_masks [B, Q, H/4, W/4])."""
         ...
-
-
-class TorchBackend:
-    """The PyTorch model on CPU or CUDA."""
-
-    name = "torch"
-
-    def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu") -> None:
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.config: ModelConfig = model.config
-
-    @classmethod
-    def from_weights(cls, path: str | Path, device: torch.device | str = "cpu") -> TorchBackend:
-        return cls(load_model(path, device), device)
-
-    @torch.inference_mode()
-    def run(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.model(batch.to(self.device), aux=False)
-        return out["pred_logits"], out["pred_masks"]
 
 
 @dataclass(frozen=True)
@@ -99,8 +82,11 @@ class Predictor:
         ) if self.options.refine else None
 
     @classmethod
-    def from_weights(cls, path: str | Path, device: torch.device | str = "cpu", **options) -> Predictor:
-        return cls(TorchBackend.from_weights(path, device), PredictorOptions(**options))
+    def from_weights(cls, path: str | Path, device: torch.device | str = "cpu", backend: str = "torch",
+                     precision: str = "fp32", backend_options: dict | None = None, **options) -> Predictor:
+        """A predictor over a weights file: .safetensors for torch, an 'm2a export' .onnx for the others."""
+        network = make_backend(backend, path, str(device), precision=precision, **(backend_options or {}))
+        return cls(network, PredictorOptions(**options))
 
     @property
     def device(self) -> torch.device:

@@ -48,7 +48,10 @@ def resize_pil(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def to_tensor(image: np.ndarray, device: torch.device | str) -> torch.Tensor:
     """uint8 [H, W, 3] -> float32 [3, H, W] on ``device`` (0..255 scale)."""
-    return torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).float()
+    array = np.ascontiguousarray(image)
+    if not array.flags.writeable:  # PIL hands out read-only buffers; torch wants writable memory
+        array = array.copy()
+    return torch.from_numpy(array).to(device).permute(2, 0, 1).float()
 
 
 def resize_tensor(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

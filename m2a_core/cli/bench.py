@@ -5,7 +5,7 @@ import argparse
 from importlib import import_module
 
 # Each module exposes add_bench_parser(subparsers).
-BENCHES = ("m2a_core.benchmarks.model",)
+BENCHES = ("m2a_core.benchmarks.model", "m2a_core.benchmarks.infer", "m2a_core.benchmarks.metrics")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -2,13 +2,24 @@
 
 The packed ``in_proj_weight`` holds the q, k, v projections as rows [0:C], [C:2C], [2C:3C], exactly as the
 official checkpoint stores them. The product runs in ``scaled_dot_product_attention`` (fused kernels on
-GPU, a plain matmul-softmax-matmul in ONNX).
+GPU, a plain MatMul-Add-Softmax-MatMul in ONNX). Masks are additive floats (0 or a large negative value)
+rather than booleans: TensorRT parses them as a plain Add, and a finite value keeps fp16 engines free of
+inf arithmetic. The value is far below any attention logit, so blocked keys get exactly zero weight in
+fp32, as with the official boolean mask (every row keeps at least one allowed key).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# Added to the logits of blocked keys; exp(-30000 + x) underflows to 0 in fp32 and fp16 alike.
+BLOCKED = -30000.0
+
+
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """bool "may attend" mask -> float mask to add to the attention logits (0 or ``BLOCKED``)."""
+    return (~allowed).to(dtype) * BLOCKED
 
 
 class MultiHeadAttention(nn.Module):
@@ -32,7 +43,7 @@ class MultiHeadAttention(nn.Module):
         q = self._split_heads(F.linear(query, w_q, b_q))
         k = self._split_heads(F.linear(key, w_k, b_k))
         v = self._split_heads(F.linear(value, w_v, b_v))
-        mask = None if allowed is None else allowed[:, None]  # same mask for every head
+        mask = None if allowed is None else additive_mask(allowed, q.dtype)[:, None]  # same for every head
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         out = out.transpose(1, 2).flatten(2)
         return self.out_proj(out)

@@ -103,7 +103,10 @@ class GMATransformerDecoder(nn.Module):
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         decoded = self.decoder_norm(output)
         class_logits = self.class_embed(decoded)
-        mask_logits = torch.einsum("bqc,bchw->bqhw", self.mask_embed(decoded), mask_features)
+        # A batched matmul rather than einsum: the same product, and every ONNX consumer fuses it.
+        batch, channels, height, width = mask_features.shape
+        mask_logits = torch.bmm(self.mask_embed(decoded), mask_features.view(batch, channels, height * width))
+        mask_logits = mask_logits.view(batch, -1, height, width)
         return class_logits, mask_logits
 
     def forward(self, multi_scale: list[torch.Tensor], mask_features: torch.Tensor
