@@ -142,7 +142,9 @@ def test_streethazards_reader_maps_raw_values(tmp_path):
     Image.fromarray(np.zeros((2, 4, 3), np.uint8)).save(tmp_path / "images/training/t1-3/town/000.png")
     Image.fromarray(raw).save(tmp_path / "annotations/training/t1-3/town/000.png")
     semantic = StreetHazardsTrain(tmp_path)[0].semantic
-    np.testing.assert_array_equal(semantic, [[255, 0, 1, 11], [254, 6, 7, 255]])
+    # Raw 1 unlabeled -> background 0, 2 building -> 1, 3 fence -> 2, 13 traffic sign -> 11, 14 anomaly -> 254,
+    # 8 road -> 6, 9 sidewalk -> 7 (the evaluation's 12-class protocol); "other" (raw 4) would be void.
+    np.testing.assert_array_equal(semantic, [[0, 1, 2, 11], [254, 6, 7, 0]])
 
 
 def test_coco_panoptic_reader_gives_one_target_per_segment_and_voids_crowd(tmp_path):

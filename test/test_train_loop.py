@@ -216,3 +216,43 @@ def test_validation_miou_equals_a_direct_count(cityscapes, tmp_path):
     expected = jaccard_score(truth, pred, labels=labels, average="macro", zero_division=0)
     assert results["val/mIoU"] == pytest.approx(expected, rel=1e-9)
     assert results["val/images"] == 2
+
+
+def test_validation_anomaly_metrics_equal_sklearn(tmp_path):
+    """StreetHazards-layout validation: AuPRC of the model's anomaly scores on the 254 pixels, as sklearn."""
+    from PIL import Image
+    from sklearn.metrics import average_precision_score
+    from train_helpers import TINY_MODEL
+
+    from m2a_core.inference import anomaly_maps
+    from m2a_core.preprocess import normalize_and_pad, to_tensor
+    from m2a_core.training.data import StreetHazardsTrain
+
+    for sub in ("images/test/t5", "annotations/test/t5"):
+        (tmp_path / "sh" / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)).save(
+            tmp_path / "sh" / f"images/test/t5/{i}.png")
+        raw = rng.integers(1, 14, (64, 96)).astype(np.uint8)
+        raw[10:20, 10 + 20 * i: 30 + 20 * i] = 14
+        Image.fromarray(raw).save(tmp_path / "sh" / f"annotations/test/t5/{i}.png")
+    config = TrainConfig.from_dict({"model": dict(TINY_MODEL, num_classes=12, classes="streethazards"),
+                                    "validation": {"kind": "streethazards", "root": str(tmp_path / "sh")},
+                                    "device": "cpu"})
+    torch.manual_seed(0)
+    model = build_model(config)
+    results = validate(model, config, torch.device("cpu"))
+    scores, labels = [], []
+    for sample in StreetHazardsTrain(tmp_path / "sh"):
+        batch = normalize_and_pad([to_tensor(sample.image, "cpu")], model.config.pixel_mean, model.config.pixel_std)
+        with torch.no_grad():
+            out = model.eval()(batch)
+        size = sample.semantic.shape
+        anomaly = anomaly_maps(out["pred_logits"][0], out["pred_masks"][0], tuple(batch.shape[-2:]), size, size)
+        keep = (sample.semantic < 12) | (sample.semantic == 254)
+        scores.append(anomaly.anomaly.numpy()[keep])
+        labels.append(sample.semantic[keep] == 254)
+    expected = average_precision_score(np.concatenate(labels), np.concatenate(scores))
+    assert results["val/AuPRC"] == pytest.approx(expected, rel=1e-9)
+    assert 0 <= results["val/FPR95"] <= 1 and 0 <= results["val/mIoU"] <= 1

@@ -26,17 +26,13 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from m2a_core.checkpoint import atomic_write
+from m2a_core.datasets.coco_panoptic import OPEN_SET_SPLITS
 from m2a_core.errors import DatasetError
 from m2a_core.training.outlier_loss import OUTLIER_ID
 
 CITYSCAPES_LIKE = ("person", "bicycle", "car", "motorcycle", "bus", "truck", "traffic light", "stop sign")
 MIN_SIDE = 480
-UNKNOWN_SPLITS = {
-    5: ("car", "cow", "pizza", "toilet"),
-    10: ("car", "cow", "pizza", "toilet", "boat", "tie", "zebra", "stop sign"),
-    20: ("car", "cow", "pizza", "toilet", "boat", "tie", "zebra", "stop sign", "dining table", "banana",
-         "bicycle", "cake", "sink", "cat", "keyboard", "bear"),
-}
+UNKNOWN_SPLITS = OPEN_SET_SPLITS  # the evaluation's definition of the splits
 
 
 def decode_rle_string(counts: str) -> list[int]:
@@ -182,7 +178,12 @@ def make_openset_split(panoptic_json: str | Path, unknown_percent: int, out_name
     name = out_name or f"{panoptic_json.stem}_unknown{unknown_percent}"
     out_json = panoptic_json.with_name(f"{name}.json")
     atomic_write(out_json, lambda tmp: Path(tmp).write_text(json.dumps(split)))
-    png_dir, link = panoptic_json.with_suffix(""), panoptic_json.with_name(name)
-    if png_dir.is_dir() and not link.exists():
-        os.symlink(png_dir.name, link, target_is_directory=True)
+    # The PNGs stay where they are (next to the JSON, or detectron2's <root>/<name>/); the split's PNG folder
+    # is a relative symlink beside them.
+    for png_dir in (panoptic_json.with_suffix(""), panoptic_json.parent.parent / panoptic_json.stem):
+        link = png_dir.with_name(name)
+        if png_dir.is_dir():
+            if not link.exists():
+                os.symlink(png_dir.name, link, target_is_directory=True)
+            break
     return out_json

@@ -5,13 +5,14 @@ Layouts (a missing or malformed folder is a ``DatasetError`` naming what is wron
   ``<root>/gtFine/<split>/<city>/<stem>_gtFine_labelTrainIds.png`` (cityscapesscripts' output); when only
   ``_gtFine_labelIds.png`` exists it is converted with the official id -> trainId table.
 - StreetHazards: ``<root>/images/**.png`` with ``<root>/annotations/**.png`` at the same relative path (point
-  ``root`` at the ``train`` or ``test`` folder). Raw values 1 unlabeled, 2..13 the 12 classes (building,
-  fence, other, pedestrian, pole, road line, road, sidewalk, vegetation, car, wall, traffic sign), 14 anomaly
-  -> trainIds 255, 0..11, 254.
+  ``root`` at the ``train`` or ``test`` folder). Raw values map to the 12 known classes exactly as the
+  evaluation reads them (``m2a_core.datasets.semantic``, the official 12-class protocol: raw 1 "unlabeled"
+  is class 0 "background", raw 4 "other" void, raw 14 the anomaly -> 254).
 - COCO panoptic: ``<root>/<images>/<file>.jpg``, ``<root>/annotations/<name>.json`` and its PNG folder
-  ``<root>/annotations/<name>/`` (segment id = R + 256 G + 65536 B). Classes are the JSON's categories in
-  order (the open-set JSONs of ``make_openset_coco.py`` list the known ones only); crowd segments and
-  segments of unlisted categories are void. Every non-crowd segment is one target (things: one per instance).
+  ``<root>/annotations/<name>/`` or ``<root>/<name>/`` (segment id = R + 256 G + 65536 B). Classes are
+  the JSON's categories in order (the open-set JSONs of ``make_openset_coco.py`` list the known ones only);
+  crowd segments and segments of unlisted categories are void. Every non-crowd segment is one target
+  (things: one per instance).
 
 Every sample is (image uint8 [H, W, 3], semantic uint8 [H, W] with 254 outlier / 255 void, segments int32
 [H, W] or None, segment classes). Semantic datasets get one target per class present, panoptic ones one
@@ -29,6 +30,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from m2a_core.classes import IGNORE_ID
+from m2a_core.datasets.semantic import STREET_HAZARDS_CLASSES
+from m2a_core.datasets.semantic import _street_hazards_labels as street_hazards_train_ids
 from m2a_core.errors import DatasetError
 from m2a_core.imageio import read_rgb
 from m2a_core.preprocess import normalize_and_pad
@@ -39,8 +42,6 @@ from m2a_core.training.outlier_loss import OUTLIER_ID
 # Cityscapes labelIds -> trainIds (cityscapesscripts' labels.py); everything else is void.
 CITYSCAPES_ID_TO_TRAINID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
                             25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
-STREETHAZARDS_CLASSES = ("building", "fence", "other", "pedestrian", "pole", "road line", "road", "sidewalk",
-                         "vegetation", "car", "wall", "traffic sign")
 
 
 def lookup_table(mapping: dict[int, int], default: int = IGNORE_ID, size: int = 256) -> np.ndarray:
@@ -51,7 +52,6 @@ def lookup_table(mapping: dict[int, int], default: int = IGNORE_ID, size: int = 
 
 
 CITYSCAPES_LUT = lookup_table(CITYSCAPES_ID_TO_TRAINID)
-STREETHAZARDS_LUT = lookup_table({**{raw: raw - 2 for raw in range(2, 14)}, 14: OUTLIER_ID})
 
 
 def read_label(path: str | Path) -> np.ndarray:
@@ -114,7 +114,7 @@ class CityscapesTrain:
 
 
 class StreetHazardsTrain:
-    num_classes = len(STREETHAZARDS_CLASSES)
+    num_classes = len(STREET_HAZARDS_CLASSES)
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -140,14 +140,16 @@ class StreetHazardsTrain:
         label = read_label(label_path)
         if label.dtype != np.uint8 or label.max(initial=0) > 14:
             raise DatasetError(f"StreetHazards label {label_path} must hold values 1..14")
-        return Sample(image=read_rgb(image_path), semantic=STREETHAZARDS_LUT[label])
+        return Sample(image=read_rgb(image_path), semantic=street_hazards_train_ids(label))
 
 
 class CocoPanopticTrain:
     def __init__(self, root: str | Path, annotations: str = "panoptic_train2017", images: str = "train2017") -> None:
         self.root = Path(root)
         json_path = self.root / "annotations" / f"{annotations}.json"
-        self.png_dir = self.root / "annotations" / annotations
+        # PNGs next to the JSON or in detectron2's layout (<root>/<annotations>/).
+        self.png_dir = next((d for d in (self.root / "annotations" / annotations, self.root / annotations)
+                             if d.is_dir()), self.root / "annotations" / annotations)
         self.image_dir = self.root / images
         for path, what in ((json_path, "file"), (self.png_dir, "folder"), (self.image_dir, "folder")):
             if not path.exists():
