@@ -1,14 +1,16 @@
 """Tiny datasets in the real folder layouts and tiny configs for the training tests."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-TINY_MODEL = dict(backbone_depth=18, conv_dim=32, mask_dim=32, hidden_dim=32, encoder_layers=1, decoder_layers=3,
-                  decoder_ffn_dim=64, encoder_ffn_dim=64, num_queries=10, norm_groups=8, encoder_heads=4,
-                  decoder_heads=4)
+from helpers import TINY
+
+# The shared compact test model (helpers.TINY) as YAML-friendly config values (sizes; tuples left at defaults).
+TINY_MODEL = {name: value for name, value in asdict(TINY).items() if not isinstance(value, (tuple, list))}
 
 # A colour per trainId so tests can check that labels follow their pixels.
 PALETTE = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200], [200, 200, 30], [200, 30, 200]], dtype=np.uint8)
