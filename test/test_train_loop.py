@@ -256,3 +256,39 @@ def test_validation_anomaly_metrics_equal_sklearn(tmp_path):
     expected = average_precision_score(np.concatenate(labels), np.concatenate(scores))
     assert results["val/AuPRC"] == pytest.approx(expected, rel=1e-9)
     assert 0 <= results["val/FPR95"] <= 1 and 0 <= results["val/mIoU"] <= 1
+
+
+def torchvision_names(backbone_state: dict) -> dict:
+    """Our (detectron2) backbone names -> torchvision's, written independently of the converter."""
+    import re
+
+    out = {}
+    for key, value in backbone_state.items():
+        if key.startswith("stem.conv1.norm."):
+            key = "bn1." + key[len("stem.conv1.norm."):]
+        elif key == "stem.conv1.weight":
+            key = "conv1.weight"
+        else:
+            stage, block, rest = re.match(r"res(\d)\.(\d+)\.(.+)", key).groups()
+            rest = re.sub(r"^conv(\d)\.norm\.", r"bn\1.", rest)
+            rest = rest.replace("shortcut.norm.", "downsample.1.").replace("shortcut.weight", "downsample.0.weight")
+            key = f"layer{int(stage) - 1}.{block}.{rest}"
+        out[key] = value
+    return out
+
+
+def test_stage1_starts_from_a_torchvision_backbone_and_resumes_without_it(cityscapes, tmp_path):
+    torch.manual_seed(123)
+    source = build_model(TrainConfig.from_dict(tiny_config(cityscapes, tmp_path)))
+    state = {k: v + 0.01 * torch.randn_like(v) for k, v in source.backbone.state_dict().items()}
+    torch.save(torchvision_names(state), tmp_path / "resnet18.pth")
+    raw = tiny_config(cityscapes, tmp_path / "out", init={"backbone": str(tmp_path / "resnet18.pth")},
+                      solver={"max_iter": 2})
+    model = build_model(TrainConfig.from_dict(raw))
+    assert all(torch.equal(model.backbone.state_dict()[k], v) for k, v in state.items())
+    train(TrainConfig.from_dict(raw))
+    (tmp_path / "resnet18.pth").unlink()
+    raw["solver"]["max_iter"] = 3
+    train(TrainConfig.from_dict(raw), resume=True)  # the checkpoint carries the weights: no init file needed
+    with pytest.raises(M2AError, match="does not exist"):
+        build_model(TrainConfig.from_dict(raw))

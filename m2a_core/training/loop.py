@@ -65,15 +65,12 @@ def barrier() -> None:
 # ---------------------------------------------------------------------------------------------------
 # Model, criterion, data.
 
-def build_model(config: TrainConfig) -> Mask2Anomaly:
-    """The model of the config with its initial weights (backbone, weights file or training checkpoint)."""
-    model_config = config.model_config()
-    model = Mask2Anomaly(model_config)
+def load_initial_weights(model: Mask2Anomaly, config: TrainConfig) -> None:
     if config.init.backbone:
         load_backbone_weights(model, config.init.backbone)
     if config.init.weights:
         weights_config, state = read_weights(config.init.weights)
-        if weights_config != model_config:
+        if weights_config != model.config:
             raise M2AError(f"init.weights {config.init.weights} was trained with a different model config")
         model.load_state_dict(state, strict=True)
     if config.init.checkpoint:
@@ -82,6 +79,15 @@ def build_model(config: TrainConfig) -> Mask2Anomaly:
             model.load_state_dict(state["model"], strict=True)
         except RuntimeError as exc:
             raise M2AError(f"init.checkpoint {config.init.checkpoint} does not match the model: {exc}") from None
+
+
+def build_model(config: TrainConfig, load_init: bool = True) -> Mask2Anomaly:
+    """The model of the config with its initial weights (backbone, weights file or training checkpoint);
+    ``load_init=False`` when resuming: the checkpoint replaces them, so those files need not exist."""
+    model_config = config.model_config()
+    model = Mask2Anomaly(model_config)
+    if load_init:
+        load_initial_weights(model, config)
     if config.solver.freeze_backbone:
         # SPEC: the backbone is frozen in both stages (its BatchNorms always are).
         for param in model.backbone.parameters():
@@ -231,7 +237,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
 
-    model = build_model(config).to(device).train()
+    model = build_model(config, load_init=not resume).to(device).train()
     num_classes = model.config.num_classes
     criterion = build_criterion(config, num_classes).to(device)
     optimizer = build_optimizer(model, solver.lr, solver.weight_decay, solver.backbone_multiplier)
