@@ -154,7 +154,7 @@ def test_stage2_without_init_is_a_clear_error(cityscapes, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     result = subprocess.run([sys.executable, str(REPO / "training" / "finetune_outliers.py"), str(path)], env=env,
                             capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "stage-1 model" in result.stdout
+    assert result.returncode == 2 and "stage-1 model" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("change,message", [
@@ -163,6 +163,8 @@ def test_stage2_without_init_is_a_clear_error(cityscapes, tmp_path):
     ({"loss": {"outlier_weight": 1.0}}, "anomaly_mix.pool"),
     ({"model": {"backbone_depth": 7}}, "backbone_depth"),
     ({"device": "tpu"}, "device"),
+    ({"augment": {"crop": [380]}}, "crop"),
+    ({"loss": {"importance_sample_ratio": 1.5}}, "importance_sample_ratio"),
 ])
 def test_config_errors_name_the_problem(tmp_path, change, message):
     raw = tiny_config(tmp_path, tmp_path / "out")

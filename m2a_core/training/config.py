@@ -14,7 +14,7 @@ import yaml
 
 from m2a_core.config import ModelConfig
 from m2a_core.errors import M2AError
-from m2a_core.training.augment import OFFICIAL_SHORT_SIDES
+from m2a_core.training.augment import OFFICIAL_SHORT_SIDES, AugmentConfig
 
 
 @dataclass
@@ -109,6 +109,11 @@ class TrainConfig:
     def model_config(self) -> ModelConfig:
         return ModelConfig.from_dict(self.model)
 
+    def augment_config(self) -> AugmentConfig:
+        aug = self.augment
+        return AugmentConfig(short_sides=tuple(aug.short_sides), max_size=aug.max_size,
+                             crop=tuple(aug.crop) if aug.crop else None, photometric=aug.photometric, flip=aug.flip)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -152,6 +157,14 @@ class TrainConfig:
             problems.append("loss.outlier_weight > 0 needs anomaly_mix.pool (the outlier objects)")
         if not 0 <= self.anomaly_mix.probability <= 1:
             problems.append(f"anomaly_mix.probability must be in [0, 1], got {self.anomaly_mix.probability}")
+        try:
+            self.augment_config()
+        except (TypeError, ValueError) as exc:
+            problems.append(f"augment: {exc}")
+        if self.loss.num_points < 1 or not 0 <= self.loss.importance_sample_ratio <= 1:
+            problems.append("loss.num_points must be >= 1 and loss.importance_sample_ratio in [0, 1]")
+        if self.loss.oversample_ratio < 1:
+            problems.append(f"loss.oversample_ratio must be >= 1, got {self.loss.oversample_ratio}")
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append(f"device must be auto, cpu or cuda, got {self.device!r}")
         if sum(x is not None for x in (self.init.weights, self.init.checkpoint)) > 1:

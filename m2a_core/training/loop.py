@@ -28,7 +28,6 @@ from m2a_core.errors import M2AError
 from m2a_core.modeling import Mask2Anomaly
 from m2a_core.training import checkpointing
 from m2a_core.training.anomalymix import AnomalyMix, OutlierPool
-from m2a_core.training.augment import AugmentConfig
 from m2a_core.training.config import TrainConfig
 from m2a_core.training.criterion import SetCriterion, distributed_mean
 from m2a_core.training.data import IterationBatches, TrainingSet, build_dataset, make_batch
@@ -112,14 +111,10 @@ def build_training_set(config: TrainConfig, num_classes: int) -> TrainingSet:
     if dataset_classes != num_classes:
         raise M2AError(f"data: the {data.kind} dataset has {dataset_classes} classes but model.num_classes is "
                        f"{num_classes}")
-    aug = config.augment
-    augment_config = AugmentConfig(short_sides=tuple(aug.short_sides), max_size=aug.max_size,
-                                   crop=tuple(aug.crop) if aug.crop else None, photometric=aug.photometric,
-                                   flip=aug.flip)
     mix = None
     if config.anomaly_mix.pool:
         mix = AnomalyMix(OutlierPool(config.anomaly_mix.pool), config.anomaly_mix.probability)
-    return TrainingSet(dataset, num_classes, augment_config, config.seed, config.solver.batch_size, mix)
+    return TrainingSet(dataset, num_classes, config.augment_config(), config.seed, config.solver.batch_size, mix)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -335,6 +330,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
 def run_from_cli(argv: list[str] | None, stage: int) -> int:
     """Shared command line of training/train.py (stage 1) and training/finetune_outliers.py (stage 2)."""
     import argparse
+    import sys
 
     parser = argparse.ArgumentParser(
         description=("Stage 1: mask-transformer training with the official recipe." if stage == 1 else
@@ -364,7 +360,7 @@ def run_from_cli(argv: list[str] | None, stage: int) -> int:
         config.validate(args.config)
         final = train(config, resume=args.resume)
     except M2AError as exc:
-        print(f"error: {exc}", flush=True)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"final weights: {final}")
