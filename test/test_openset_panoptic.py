@@ -281,11 +281,18 @@ def test_network_outputs_full_and_mask_resolution_agree_with_the_core_function()
     assert torch.equal(full.id_map, direct.id_map) and full.segments == direct.segments
     low = panoptic_from_outputs(pred_logits, mask_logits, padded, size, size, CITYSCAPES, params, "mask")
     check_consistent(low, size)
-    # 56 / 4 = 14 rows and ceil-free 90 / 4 -> 22 columns of the 16 x 24 logits hold the image.
-    at_low = openset_panoptic(pred_logits[known], mask_logits[known].sigmoid()[:, :14, :22], CITYSCAPES, params,
-                              output_size=size)
-    assert torch.equal(low.id_map, at_low.id_map)
+    # The 14 x 23 mask cells that hold the 56 x 90 input, computed there (40 px = 2.5 cells: at least 3 cells),
+    # each cell then 4 x 4 pixels, cropped to the input.
+    at_cells = openset_panoptic(pred_logits[known], mask_logits[known].sigmoid()[:, :14, :23], CITYSCAPES,
+                                PanopticParams(min_component_area=3))
+    expected = np.repeat(np.repeat(at_cells.id_map.numpy(), 4, 0), 4, 1)[:56, :90]
+    np.testing.assert_array_equal(low.id_map.numpy(), expected)
     assert len(low.segments) > 0
+    # min_component_area counts output pixels: 4x the area at twice the output size is the same filter.
+    larger = panoptic_from_outputs(pred_logits, mask_logits, padded, size, (112, 180), CITYSCAPES,
+                                   PanopticParams(min_component_area=160), "mask")
+    check_consistent(larger, (112, 180))
+    np.testing.assert_array_equal(larger.id_map.numpy()[::2, ::2], low.id_map.numpy())
     with pytest.raises(ValueError, match="resolution"):
         panoptic_from_outputs(pred_logits, mask_logits, padded, size, size, CITYSCAPES, params, "half")
 
