@@ -315,3 +315,18 @@ def test_bench_openset_prints_every_step(capsys):
     for step in ("anomaly_maps (always run)", "openset semantic", "openset panoptic (full)", "openset panoptic (mask)"):
         line = next(line for line in out.splitlines() if line.startswith(step))
         assert float(line[len(step):].split()[0]) >= 0.0
+
+
+def test_panoptic_picture_shows_classes_and_striped_unknowns():
+    from m2a_core.openset.panoptic import colorize_panoptic
+
+    logits, masks = scene([(CONFIDENT_ROAD, road_with_holes((5, 5, 8, 8), (25, 40, 8, 10))),
+                           (THING_LIKE, box(0.9, 5, 5, 8, 8))])
+    result = openset_panoptic(logits, masks, CITYSCAPES, PARAMS)
+    picture = colorize_panoptic(result.id_map.numpy(), result.segments, CITYSCAPES)
+    assert picture.shape == (H, W, 3) and picture.dtype == np.uint8
+    assert picture[30, 5].tolist() == list(CITYSCAPES.colors[0])            # inside the road
+    assert (picture[27:31, 42:48] == 0).all()                                # background hole: black
+    unknown = picture[6:12, 6:12].reshape(-1, 3)                            # interior of the unknown
+    colours = {tuple(c) for c in unknown.tolist()}
+    assert (255, 255, 255) in colours and len(colours) == 2

@@ -311,12 +311,13 @@ def panoptic_from_outputs(pred_logits: torch.Tensor, pred_masks: torch.Tensor, p
     return result
 
 
-UNKNOWN_INSTANCE_COLORS = ((255, 255, 255), (255, 0, 255), (0, 255, 255), (255, 255, 0), (255, 128, 0))
+UNKNOWN_INSTANCE_COLORS = ((255, 0, 255), (0, 255, 255), (255, 255, 0), (255, 128, 0), (0, 255, 0))
 
 
 def colorize_panoptic(id_map, segments: list[dict], class_set: ClassSet):
     """uint8 RGB [H, W, 3] picture of a panoptic result: class colours (thing instances in slightly different
-    shades), unknown instances in bright colours of their own, black where no segment, dark segment borders."""
+    shades), unknown instances striped white and a bright colour of their own (no class colour is striped),
+    black where no segment, dark segment borders."""
     import numpy as np
 
     ids = np.asarray(id_map)
@@ -332,6 +333,11 @@ def colorize_panoptic(id_map, segments: list[dict], class_set: ClassSet):
                 color = color * (0.75 + 0.5 * ((segment["id"] * 0.618) % 1.0))
         lut[segment["id"]] = np.clip(color, 0, 255).astype(np.uint8)
     picture = lut[ids]
+    unknown_ids = [s["id"] for s in segments if s["unknown"]]
+    if unknown_ids:
+        rows, cols = np.indices(ids.shape)
+        stripes = np.isin(ids, unknown_ids) & (((rows + cols) // 4) % 2 == 0)
+        picture[stripes] = 255
     border = np.zeros(ids.shape, bool)
     border[:, 1:] |= ids[:, 1:] != ids[:, :-1]
     border[1:, :] |= ids[1:, :] != ids[:-1, :]
