@@ -162,3 +162,59 @@ def test_eval_run_missing_dataset_is_named(tmp_path: Path, capsys) -> None:
                  "--root", str(tmp_path / "nowhere")])
     assert code == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_bench_metrics_prints_time_and_memory(capsys) -> None:
+    assert main(["bench", "metrics", "--frames", "2", "--height", "32", "--width", "48"]) == 0
+    out = capsys.readouterr().out
+    assert "ms/frame" in out and "peak memory" in out and "distinct values" in out
+
+
+def test_eval_run_semantic_cityscapes(tmp_path: Path) -> None:
+    from sklearn.metrics import jaccard_score
+
+    from m2a_core.predictor import Predictor
+
+    weights = tiny_weights(tmp_path / "tiny.safetensors")
+    rng = np.random.default_rng(2)
+    truth, predicted = [], []
+    predictor = Predictor.from_weights(weights, short_side=None)
+    for index in range(2):
+        image = rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
+        labels = rng.integers(0, 19, size=(48, 64)).astype(np.uint8)
+        labels[:5] = 255
+        stem = f"city_000000_00000{index}"
+        path = tmp_path / "cs" / "leftImg8bit" / "val" / "city" / f"{stem}_leftImg8bit.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(path)
+        label_path = tmp_path / "cs" / "gtFine" / "val" / "city" / f"{stem}_gtFine_labelTrainIds.png"
+        label_path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(labels).save(label_path)
+        valid = labels != 255
+        truth.append(labels[valid])
+        predicted.append(predictor(image).semseg[valid])
+    out = tmp_path / "out"
+    assert main(["eval", "run", "--weights", str(weights), "--dataset", "cityscapes", "--root", str(tmp_path / "cs"),
+                 "--out", str(out), "--short-side", "0"]) == 0
+    result = json.loads((out / "results.json").read_text())
+    truth_all, predicted_all = np.concatenate(truth), np.concatenate(predicted)
+    present = np.union1d(truth_all, predicted_all)
+    expected = jaccard_score(truth_all, predicted_all, labels=present, average=None)
+    assert result["open_mIoU"] == pytest.approx(expected.mean(), abs=1e-9)
+    assert result["protocol"] == "closed set (no rejection)"
+    assert (out / "results.md").read_text().count("|") > 4
+
+
+def test_eval_run_refuses_a_model_with_other_classes(tmp_path: Path, capsys) -> None:
+    weights = tiny_weights(tmp_path / "tiny.safetensors")
+    root = tmp_path / "sh"
+    for town in ("t5", "t6"):
+        for folder in ("images", "annotations"):
+            path = root / "test" / folder / "test" / town / "1.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.ones((8, 8), np.uint8) if folder == "annotations"
+                            else np.zeros((8, 8, 3), np.uint8)).save(path)
+    code = main(["eval", "run", "--weights", str(weights), "--dataset", "street_hazards_semantic",
+                 "--root", str(root), "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "predicts 19 classes" in capsys.readouterr().err

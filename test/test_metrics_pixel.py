@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from m2a_core.errors import M2AError
-from m2a_core.metrics.pixel import PixelScoreAccumulator, pixel_metrics
+from m2a_core.metrics.pixel import PixelScoreAccumulator, curve_points, pixel_metrics
 
 
 def brute_force_fpr95(scores: np.ndarray, is_anomaly: np.ndarray, strict: bool) -> float:
@@ -164,3 +164,28 @@ def test_bad_input_is_named() -> None:
         accumulator.threshold_at_tpr(0.95)
     with pytest.raises(M2AError, match="tpr"):
         accumulator.threshold_at_tpr(0.0)
+
+
+def test_mixed_precision_frames_and_wide_counts() -> None:
+    # float32 frames first, then a float64 frame: the table widens without changing any result.
+    frames = random_frames(11, count=3, with_ties=False)
+    frames.append((frames[0][0].astype(np.float64) + 1e-9, frames[0][1]))
+    accumulator = PixelScoreAccumulator(merge_rows=1)
+    for scores, labels in frames:
+        accumulator.update(scores, labels)
+    accumulator._widen(np.dtype(np.float32), total_pixels=2**32)  # as if 4 G pixels had been seen
+    assert accumulator._pos.dtype == np.int64
+    scores, is_anomaly = flatten([(s.astype(np.float64), lab) for s, lab in frames])
+    assert accumulator.compute()["AuPRC"] == pytest.approx(average_precision_score(is_anomaly, scores), abs=1e-12)
+
+
+def test_curve_points_for_plots() -> None:
+    frames = random_frames(2, count=3, with_ties=True)
+    accumulator = PixelScoreAccumulator()
+    for scores, labels in frames:
+        accumulator.update(scores, labels)
+    curves = curve_points(accumulator.table(), max_points=50)
+    assert (curves["fpr"][0], curves["tpr"][0]) == (0.0, 0.0)
+    assert (curves["fpr"][-1], curves["tpr"][-1]) == (1.0, 1.0)
+    assert np.all(np.diff(curves["fpr"]) >= 0) and np.all(np.diff(curves["recall"]) >= 0)
+    assert curves["recall"][-1] == 1.0 and len(curves["fpr"]) <= 2 * 50 + 3

@@ -7,23 +7,11 @@ import torch
 
 from m2a_core.checkpoint import save_weights
 from m2a_core.errors import M2AError
-from m2a_core.modeling import Mask2Anomaly
 from m2a_core.predictor import Predictor, PredictorOptions, TorchBackend
 from m2a_core.preprocess import resized_shape
 
-from helpers import random_image
+from helpers import make_model, random_image
 from official_reference import official_anomaly, official_decoder
-
-
-def make_model(config, seed: int, force_class: int | None) -> Mask2Anomaly:
-    torch.manual_seed(seed)
-    model = Mask2Anomaly(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():  # larger random weights so masks and classes are not all alike
-            p.add_(torch.randn_like(p) * 0.05)
-        if force_class is not None:
-            model.predictor.class_embed.bias[force_class] += 6.0
-    return model
 
 
 @pytest.mark.parametrize(("seed", "force_class", "image_hw", "short_side", "max_size"), [

@@ -12,7 +12,7 @@ from importlib import import_module
 
 from m2a_core.errors import M2AError
 
-COMMANDS = ("convert", "infer", "bench", "eval", "calibrate")
+COMMANDS = ("convert", "infer", "eval", "export", "build-engine", "bench", "calibrate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        import_module(f"m2a_core.cli.{name}").add_parser(sub)
+        import_module(f"m2a_core.cli.{name.replace('-', '_')}").add_parser(sub)
     return parser
 
 

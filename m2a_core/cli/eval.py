@@ -4,11 +4,14 @@
   (``<name>.npy`` float [H, W]) against labels (``<name>.png`` uint8: 0 inlier, 1 anomaly, 255 void);
 - ``m2a eval run --weights W --dataset NAME --root DIR``: run the predictor over a benchmark, save its
   score maps, evaluate them and write the table (markdown, CSV, JSON) and the PR/ROC curves (PNG).
+  Anomaly benchmarks get the pixel and component metrics; semantic ones (Cityscapes, StreetHazards)
+  open-IoU: StreetHazards with its cross-town threshold protocol, others closed-set unless --threshold.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -136,6 +139,17 @@ def run_scores(args: argparse.Namespace) -> int:
     return 0
 
 
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, array)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def run_model(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -144,44 +158,87 @@ def run_model(args: argparse.Namespace) -> int:
     from m2a_core.imageio import write_png
 
     dataset = open_dataset(args.dataset, args.root)
-    if dataset.kind != "anomaly":
-        raise M2AError(f"eval run scores anomaly benchmarks; {args.dataset} is a {dataset.kind} dataset")
     if args.limit < 0:
         raise M2AError(f"--limit must be >= 0, got {args.limit}")
-    out = Path(args.out or Path("out") / "eval" / args.dataset)
-    scores_dir = out / "scores"
-    predictor = build_predictor(args)
     samples = dataset.samples[: args.limit] if args.limit else dataset.samples
-    # Score maps go to disk: the component metrics need a second pass, and `m2a eval scores` can
-    # re-evaluate them later without the model.
+    if not samples:
+        raise DatasetError(f"{args.dataset}: no frames to evaluate")
+    out = Path(args.out or Path("out") / "eval" / args.dataset)
+    frames_dir = out / "scores"
+    frames_dir.mkdir(parents=True, exist_ok=True)
+    predictor = build_predictor(args)
+    if dataset.kind == "semantic" and predictor.class_set.num_classes != len(dataset.class_names):
+        raise M2AError(f"the model predicts {predictor.class_set.num_classes} classes ({predictor.class_set.name}) "
+                       f"but {args.dataset} has {len(dataset.class_names)}")
+    # Score maps (and class maps) go to disk: the metrics need a second pass, and `m2a eval scores`
+    # can re-evaluate anomaly score maps later without the model.
     for sample in tqdm(samples, desc=f"predict {args.dataset}", unit="frame"):
         image, labels = dataset.read_image(sample), dataset.read_labels(sample)
         if image.shape[:2] != labels.shape:
             raise DatasetError(f"image {sample.image} is {image.shape[:2]} but its labels are {labels.shape}")
-        anomaly = predictor(image).anomaly.astype(np.float32)
-        scores_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{sample.name}.", suffix=".npy", dir=scores_dir)
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, anomaly)
-        os.replace(tmp, scores_dir / f"{sample.name}.npy")
-        write_png(scores_dir / f"{sample.name}.png", labels)
-    if not samples:
-        raise DatasetError(f"{args.dataset}: no frames to evaluate")
+        prediction = predictor(image)
+        _save_npy(frames_dir / f"{sample.name}.npy", prediction.anomaly.astype(np.float32))
+        write_png(frames_dir / f"{sample.name}.png", labels)
+        if dataset.kind == "semantic":
+            write_png(frames_dir / f"{sample.name}_semseg.png", prediction.semseg)
+    names = [s.name for s in samples]
+    if dataset.kind == "anomaly":
+        results, curves = _evaluate_anomaly_run(args, dataset, frames_dir, set(names))
+        columns = None
+    else:
+        results, curves = _evaluate_semantic_run(args, dataset, frames_dir, names), {}
+        columns = ("open_mIoU", "unknown_IoU")
+    results.update(dataset=args.dataset, weights=str(args.weights), tta=args.tta, refine=not args.no_refine)
+    markdown = write_results(results, curves, args.dataset, out / "results.json", out / "curves.png")
+    if columns:
+        markdown, csv_text = results_table({args.dataset: results}, columns)
+    else:
+        _, csv_text = results_table({args.dataset: results})
+    atomic_write_text(out / "results.md", markdown)
+    atomic_write_text(out / "results.csv", csv_text)
+    print(markdown, end="")
+    print(f"Values in percent. Written: {out}/results.{{md,csv,json}}"
+          + (f", {out}/curves.png" if curves else "") + f"; per-frame maps in {frames_dir}")
+    return 0
+
+
+def _evaluate_anomaly_run(args, dataset, frames_dir: Path, names: set[str]) -> tuple[dict, dict]:
     # Only this run's frames: an earlier, longer run may have left others in the folder.
-    names = {s.name for s in samples}
-    full_source = score_folder_source(scores_dir, scores_dir)
+    full_source = score_folder_source(frames_dir, frames_dir)
 
     def source():
         return (frame for frame in full_source() if frame[0] in names)
 
-    results, curves = evaluate_anomaly(source, track=args.track or dataset.track, threshold=args.threshold,
-                                       skip_without_anomaly=args.skip_without_anomaly)
-    results.update(dataset=args.dataset, weights=str(args.weights), tta=args.tta, refine=not args.no_refine)
-    markdown = write_results(results, curves, args.dataset, out / "results.json", out / "curves.png")
-    _, csv_text = results_table({args.dataset: results})
-    atomic_write_text(out / "results.md", markdown)
-    atomic_write_text(out / "results.csv", csv_text)
-    print(markdown, end="")
-    print(f"Values in percent. FPR95: first TPR >= 0.95. Written: {out}/results.{{md,csv,json}}, "
-          f"{out}/curves.png, score maps in {scores_dir}")
-    return 0
+    return evaluate_anomaly(source, track=args.track or dataset.track, threshold=args.threshold,
+                            skip_without_anomaly=args.skip_without_anomaly)
+
+
+def _evaluate_semantic_run(args, dataset, frames_dir: Path, names: list[str]) -> dict:
+    from m2a_core.datasets.base import read_label_png
+    from m2a_core.metrics.openset import OpenSetIoU, open_set_labels, street_hazards_open_miou
+
+    def frames(subset: list[str]):
+        for name in subset:
+            yield (name, read_score_map(frames_dir / f"{name}.npy"),
+                   read_label_png(frames_dir / f"{name}_semseg.png"), read_label_png(frames_dir / f"{name}.png"))
+
+    num_classes = len(dataset.class_names)
+    if dataset.name == "street_hazards_semantic" and args.threshold is None:
+        towns: dict[str, list[str]] = {}
+        for name in names:
+            towns.setdefault(name.split("_", 1)[0], []).append(name)
+        if len(towns) != 2:
+            raise M2AError(f"the StreetHazards protocol needs frames of both test towns; got {sorted(towns)} "
+                           "(use --threshold with --limit)")
+        results = street_hazards_open_miou({t: (lambda n=n: frames(n)) for t, n in towns.items()}, num_classes,
+                                           dataset.class_names)
+        results["protocol"] = "StreetHazards (DenseHybrid): threshold at TPR > 0.95 of the other town"
+        return results
+    metric = OpenSetIoU(num_classes, dataset.class_names)
+    threshold = math.inf if args.threshold is None else args.threshold
+    for _, scores, semseg, labels in frames(names):
+        metric.update(open_set_labels(semseg, scores, threshold), labels)
+    results = metric.compute()
+    results["threshold"] = None if args.threshold is None else args.threshold
+    results["protocol"] = "closed set (no rejection)" if args.threshold is None else "open set at --threshold"
+    return results

@@ -10,8 +10,10 @@ and (ground truth only) an ``iscrowd`` flag. Per frame:
 
 Per category over the dataset: PQ = sum(IoU of matches) / (TP + FP/2 + FN/2), SQ = sum IoU / TP (0 if
 no TP), RQ = TP / (TP + FP/2 + FN/2); averages over the categories with TP + FP + FN > 0: all, things,
-stuff. Open-set (``unknown_category``): ground-truth segments of unknown classes are relabelled as one
-"unknown" thing category, and the report separates known things, stuff and unknown.
+stuff. Segment areas are counted from the id maps (panopticapi reads ground-truth areas from the JSON;
+COCO's JSON areas are exactly these pixel counts). Open-set (``unknown_category``): ground-truth
+segments of unknown classes are relabelled as one "unknown" thing category, and the report separates
+known things, stuff and unknown.
 """
 from __future__ import annotations
 
