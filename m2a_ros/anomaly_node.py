@@ -119,7 +119,11 @@ class AnomalyNode(LifecycleNode):
         self._last_accepted = 0.0
         self._lock = threading.Lock()
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", diagnostics_qos())
-        self.diagnostics_timer = self.create_timer(self.values["diagnostics_period"], self.publish_diagnostics)
+        # A bad period must not crash the constructor: configure reports it as a bad parameter.
+        period = self.values["diagnostics_period"]
+        if validate("diagnostics_period", period) is not None:
+            period = DEFAULTS["diagnostics_period"]
+        self.diagnostics_timer = self.create_timer(period, self.publish_diagnostics)
 
     # Parameters -------------------------------------------------------------------------------------------
 

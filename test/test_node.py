@@ -531,6 +531,7 @@ def test_lifecycle_supervisor_loads_the_model_before_driving(ros_env, weights, t
     ({"backend": "caffe"}, "backend must be one of torch, onnxruntime, tensorrt"),
     ({"threshold": "high"}, "threshold must be a float"),
     ({"overlay_alpha": 3.0}, "overlay_alpha must be in [0, 1]"),
+    ({"diagnostics_period": -1.0}, "diagnostics_period must be > 0"),
     ({"backend": "tensorrt"}, "the tensorrt backend needs NVIDIA TensorRT"),
     ({"calibration_file": "OTHER"}, "was made for other weights"),
     ({"calibration_file": "/no/such.json"}, "no calibration file /no/such.json"),
