@@ -6,6 +6,7 @@ ROS_DOMAIN_ID with localhost discovery. Expected values come from the library (`
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -65,13 +66,13 @@ def node_command() -> list[str]:
     return [sys.executable, "-m", "m2a_ros.anomaly_node"]
 
 
-@pytest.fixture(scope="module")
-def ros_env():
-    """A private DDS domain for this module; the node processes inherit it."""
+@contextlib.contextmanager
+def ros_domain(discovery_range: str):
+    """A private DDS domain (random id) and an rclpy context in it; node processes started inside inherit it."""
     saved = {k: os.environ.get(k) for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "AMENT_PREFIX_PATH",
                                              "FASTDDS_BUILTIN_TRANSPORTS", "PYTHONPATH")}
     os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 100))
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = discovery_range
     os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
     os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"  # what launch/anomaly.launch.py ships
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WORKTREE), saved["PYTHONPATH"]]))
@@ -86,6 +87,13 @@ def ros_env():
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def ros_env():
+    """Localhost discovery: small frames only (see test_camera_size_frames_cross_processes)."""
+    with ros_domain("LOCALHOST") as context:
+        yield context
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +226,7 @@ class Harness:
         return None
 
     def send_until_processed(self, make_msg, process: NodeProcess, compressed: bool = False,
-                             timeout: float = 30.0) -> tuple[Header, dict[str, Image]]:
+                             timeout: float = 30.0, what: str = "a published frame") -> tuple[Header, dict[str, Image]]:
         """Publish a frame (fresh stamp each time) until the node's outputs for one of them arrive."""
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -233,7 +241,11 @@ class Harness:
                 time.sleep(0.02)
             if not process.alive():
                 pytest.fail(f"node exited with {process.process.returncode}:\n{process.log()}")
-        pytest.fail(f"no outputs for a published frame within {timeout:.0f} s\nnode log:\n{process.log()}")
+        with self.lock:
+            seen = {topic: len(v) for topic, v in self.images.items()}
+            diagnostics = {kv.key: kv.value for kv in self.diagnostics[-1].values} if self.diagnostics else {}
+        pytest.fail(f"no outputs for {what} within {timeout:.0f} s (outputs seen: {seen}; node diagnostics: "
+                    f"{diagnostics})\nnode log:\n{process.log()}")
 
     def call(self, client, request, timeout: float = 10.0):
         if not client.wait_for_service(timeout_sec=timeout):
@@ -345,13 +357,24 @@ def check_outputs(header: Header, outputs: dict[str, Image], markers: MarkerArra
 
 def test_outputs_equal_the_library_for_every_input_kind(running, expected):
     harness, process = running
-    frames = [(random_image(1, HEIGHT, WIDTH), "rgb8"), (random_image(2, HEIGHT, WIDTH), "bgr8"),
-              (random_image(3, HEIGHT, WIDTH), "png")]
-    for rgb, kind in frames:
-        if kind == "png":
-            header, outputs = harness.send_until_processed(lambda h, im=rgb: png_msg(h, im), process, compressed=True)
-        else:
-            header, outputs = harness.send_until_processed(lambda h, im=rgb, k=kind: image_msg(h, im, k), process)
+    # (the RGB image the node should see, the message that carries it, compressed?)
+    grey = random_image(4, HEIGHT, WIDTH)[..., 0]
+    cells = np.repeat(np.repeat(random_image(5, HEIGHT // 2, WIDTH // 2), 2, 0), 2, 1)  # one colour per 2x2
+    mosaic = cells[..., 1].copy()                  # RGGB: G everywhere but R top-left, B bottom-right
+    mosaic[0::2, 0::2], mosaic[1::2, 1::2] = cells[0::2, 0::2, 0], cells[1::2, 1::2, 2]
+    frames = [
+        (random_image(1, HEIGHT, WIDTH), lambda h, im: image_msg(h, im, "rgb8"), False),
+        (random_image(2, HEIGHT, WIDTH), lambda h, im: image_msg(h, im, "bgr8"), False),
+        (random_image(3, HEIGHT, WIDTH), png_msg, True),
+        (np.repeat(grey[..., None], 3, 2), lambda h, im: Image(
+            header=h, height=HEIGHT, width=WIDTH, encoding="mono16", step=WIDTH * 2,
+            data=(grey.astype("<u2") * 257).tobytes()), False),
+        (cells, lambda h, im: Image(header=h, height=HEIGHT, width=WIDTH, encoding="bayer_rggb8", step=WIDTH,
+                                    data=mosaic.tobytes()), False),
+    ]
+    for rgb, make, compressed in frames:
+        header, outputs = harness.send_until_processed(lambda h, im=rgb, f=make: f(h, im), process, compressed,
+                                                       what=f"a {rgb.shape[1]}x{rgb.shape[0]} frame")
         markers = harness.markers[(header.stamp.sec, header.stamp.nanosec)]
         check_outputs(header, outputs, markers, rgb, expected)
         labels = image_to_array(outputs["labels"])
@@ -591,3 +614,25 @@ def test_outputs_nobody_receives_are_not_computed(ros_env, weights):
         listener.destroy_node()
         node._stop_input()
         node.destroy_node()
+
+
+def test_camera_size_frames_cross_processes(weights, expected, tmp_path):
+    """A 1024x2048 rgb8 frame (6 MB) in, five full-size images out, between processes.
+
+    Measured here: with Fast DDS's LARGE_DATA builtin transports such frames arrive; with
+    ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST they do not (whatever the transports), so this test discovers
+    over the system default range, isolated by its random domain id.
+    """
+    with ros_domain("SYSTEM_DEFAULT") as context:
+        params = write_params(tmp_path / "anomaly.yaml", **base_params(weights, max_pixels=4096 * 4096))
+        process = NodeProcess(params, tmp_path / "node.log", ("-r", "image:=/camera/image"))
+        harness = Harness(context)
+        try:
+            harness.wait_for(harness.connected, STARTUP_TIMEOUT_S, "the node's topics to connect", process)
+            rgb = random_image(6, 1024, 2048)
+            header, outputs = harness.send_until_processed(lambda h: image_msg(h, rgb), process,
+                                                           what="a 2048x1024 frame")
+            check_outputs(header, outputs, harness.markers[(header.stamp.sec, header.stamp.nanosec)], rgb, expected)
+        finally:
+            harness.close()
+            process.stop()
