@@ -23,7 +23,7 @@ def contact_sheet(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], path: st
 
     columns = max(len(panels) for _, panels in rows)
     height, width = rows[0][1][0][1].shape[:2]
-    panel_width = 4.2 if columns > 2 else 3.0
+    panel_width = {1: 12.0, 2: 5.0}.get(columns, 4.2)
     figure, axes = pyplot.subplots(len(rows), columns, squeeze=False,
                                    figsize=(panel_width * columns, panel_width * height / width * len(rows) + 0.6))
     try:
@@ -74,7 +74,7 @@ def preview_anomaly(root: str | Path, path: str | os.PathLike, count: int = 6) -
 def preview_outliers(root: str | Path, path: str | os.PathLike, count: int = 24) -> None:
     root = Path(root)
     masks = sorted((root / "ood_annotations").glob("*.png"))[:count]
-    size = 96
+    size = 128
     tiles = []
     for mask_path in masks:
         thumbnail = Image.fromarray(read_image_rgb(root / "images" / mask_path.name))
@@ -83,7 +83,7 @@ def preview_outliers(root: str | Path, path: str | os.PathLike, count: int = 24)
         crop = np.asarray(thumbnail)
         tile[: crop.shape[0], : crop.shape[1]] = crop
         tiles.append(tile)
-    per_row = 8
+    per_row = 6
     rows = [(f"{index}-{index + per_row - 1}", [("", np.concatenate(tiles[index:index + per_row]
                                                                         + [np.full((size, size, 3), 255, np.uint8)]
                                                                         * (per_row - len(tiles[index:index + per_row])),

@@ -570,6 +570,7 @@ def generate_frame(rng: np.random.Generator | int, height: int = 512, width: int
     labels = np.asarray(canvas.labels).copy()
     instances = np.asarray(canvas.instances, np.int32).copy()
     instances[~np.isin(labels, list(THING_LABELS))] = 0
-    shadow = canvas.shadow_map()
+    # Shadows fall on the ground only: an object drawn later over a shadowed spot stays lit.
+    shadow = np.where(np.isin(labels, (ROAD, SIDEWALK, TERRAIN)), canvas.shadow_map(), np.float32(1.0))
     image = render(labels, np.asarray(canvas.paint, np.int32), palette, shadow, camera.horizon, rng)
     return Frame(image, labels, instances, dict(canvas.instance_labels), families)
