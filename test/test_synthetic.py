@@ -219,3 +219,33 @@ def test_cli_refuses_a_file_as_output_folder(tmp_path, capsys):
     target.write_text("x")
     assert main(["synth", "outliers", "--out", str(target), "--num", "1", "--no-progress"]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_anomalies_range_from_small_obstacles_to_large_objects():
+    from scipy import ndimage
+
+    from m2a_core.synthetic.writer import anomaly_frame
+
+    sizes, on_road, beside = [], 0, 0
+    for index in range(12):
+        frame = anomaly_frame(0, index, HEIGHT * 2, WIDTH * 2, 1, 4)
+        components, count = ndimage.label(frame.anomaly_mask)
+        sizes += np.bincount(components.ravel())[1:].tolist()
+        # Where each object stands: the known class just below its lowest pixel.
+        for component in range(1, count + 1):
+            rows, cols = np.nonzero(components == component)
+            below = frame.labels[min(rows.max() + 2, frame.labels.shape[0] - 1), cols]
+            on_road += int(np.any(below == 0))
+            beside += int(np.any(np.isin(below, (1, 9))))
+    assert min(sizes) < 50 and max(sizes) > 1000
+    assert on_road > 0 and beside > 0
+
+
+def test_bench_synth_prints_the_time_per_frame(capsys):
+    assert main(["bench", "synth", "--frames", "2", "--height", "64", "--width", "128"]) == 0
+    printed = capsys.readouterr().out
+    assert "64x128" in printed
+    for row in ("scene ", "scene + 1-4 anomalies", "outlier object"):
+        line = next(line for line in printed.splitlines() if line.startswith(row))
+        median, p90, per_second = (float(value) for value in line[len(row):].split()[-3:])
+        assert 0 < median <= p90 and per_second > 0
