@@ -64,6 +64,15 @@ def test_written_sets_are_byte_identical_for_a_seed(tmp_path):
     assert digest(tmp_path / "c")[image] != first[f"cs/{image}"]
 
 
+def test_parallel_workers_write_the_same_files(tmp_path):
+    write_cityscapes(tmp_path / "one" / "cs", {"val": 3}, HEIGHT, WIDTH, seed=9, progress=False)
+    write_cityscapes(tmp_path / "two" / "cs", {"val": 3}, HEIGHT, WIDTH, seed=9, progress=False, workers=2)
+    write_anomaly_benchmark(tmp_path / "one" / "an", 3, HEIGHT, WIDTH, seed=9, progress=False)
+    write_anomaly_benchmark(tmp_path / "two" / "an", 3, HEIGHT, WIDTH, seed=9, progress=False, workers=2)
+    assert digest(tmp_path / "one") == digest(tmp_path / "two")
+    assert len(digest(tmp_path / "one")) == 3 * 4 + 1 + 3 * 3 + 1
+
+
 def test_every_cityscapes_class_appears_in_a_batch():
     present = set()
     for seed in range(60):
@@ -204,6 +213,7 @@ def test_cli_writes_all_three_sets_with_previews(tmp_path, capsys):
     (["anomaly", "--num", "1", "--min-anomalies", "3", "--max-anomalies", "2"], "1 <= min <= max"),
     (["outliers", "--num", "2", "--min-size", "50", "--max-size", "10"], "min-size <= max-size"),
     (["outliers", "--num", "2", "--seed", "-1"], "--seed must be >= 0"),
+    (["outliers", "--num", "2", "--workers", "0"], "workers must be >= 1"),
 ])
 def test_cli_rejects_bad_arguments_with_one_line(tmp_path, capsys, arguments, message):
     command = [arguments[0], "--out", str(tmp_path / "out"), "--no-progress", *arguments[1:]]

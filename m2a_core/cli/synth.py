@@ -48,6 +48,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
     parser.add_argument("--preview", default=None, help="also write a contact sheet of samples to this PNG")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes that draw and write in parallel (same files for any number)")
 
 
 def _frame_size(parser: argparse.ArgumentParser) -> None:
@@ -76,7 +78,8 @@ def run_cityscapes(args: argparse.Namespace) -> int:
     splits = {name: count for name, count in (("train", args.train), ("val", args.val)) if count}
     if not splits:
         raise M2AError("nothing to write: give --train N and/or --val M")
-    stats = write_cityscapes(out, splits, args.height, args.width, args.seed, progress=not args.no_progress)
+    stats = write_cityscapes(out, splits, args.height, args.width, args.seed, progress=not args.no_progress,
+                             workers=args.workers)
     print(f"m2a synth cityscapes: {stats.summary('frames')} -> {out}")
     if args.preview:
         preview_cityscapes(out, next(iter(splits)), args.preview)
@@ -93,7 +96,7 @@ def run_anomaly(args: argparse.Namespace) -> int:
     if args.num < 1:
         raise M2AError(f"--num must be >= 1, got {args.num}")
     stats = write_anomaly_benchmark(out, args.num, args.height, args.width, args.seed, args.min_anomalies,
-                                    args.max_anomalies, progress=not args.no_progress)
+                                    args.max_anomalies, progress=not args.no_progress, workers=args.workers)
     print(f"m2a synth anomaly: {stats.summary('frames')} -> {out} (read it as --dataset fs_lost_and_found)")
     if args.preview:
         preview_anomaly(out, args.preview)
@@ -110,7 +113,7 @@ def run_outliers(args: argparse.Namespace) -> int:
     if args.num < 1:
         raise M2AError(f"--num must be >= 1, got {args.num}")
     stats = write_outlier_pool(out, args.num, args.seed, args.min_size, args.max_size,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, workers=args.workers)
     print(f"m2a synth outliers: {stats.summary('objects')} -> {out}")
     if args.preview:
         preview_outliers(out, args.preview)

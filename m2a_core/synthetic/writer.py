@@ -21,6 +21,7 @@ import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -101,31 +102,49 @@ def instance_ids(frame: Frame, train: np.ndarray) -> np.ndarray:
     return ids
 
 
+def _write_cityscapes_frame(out: Path, split: str, height: int, width: int, seed: int, index: int) -> float:
+    tick = time.perf_counter()
+    frame = generate_frame(frame_rng(seed, split, index), height, width)
+    seconds = time.perf_counter() - tick
+    image_dir, label_dir = out / "leftImg8bit" / split / CITY, out / "gtFine" / split / CITY
+    stem = f"{CITY}_{index:06d}_000019"
+    train = train_ids(frame)
+    write_png(image_dir / f"{stem}_leftImg8bit.png", frame.image)
+    write_png(label_dir / f"{stem}_gtFine_labelTrainIds.png", train)
+    write_png(label_dir / f"{stem}_gtFine_labelIds.png", label_ids(train))
+    write_png(label_dir / f"{stem}_gtFine_instanceIds.png", instance_ids(frame, train))
+    return seconds
+
+
+def _run(task, count: int, workers: int, desc: str, progress: bool) -> float:
+    """Call ``task(index)`` for every index (in worker processes when ``workers`` > 1: every item depends
+    only on its index, so the files are the same); return the seconds spent generating."""
+    if workers < 1:
+        raise DatasetError(f"workers must be >= 1, got {workers}")
+    if workers == 1 or count < 2:
+        return sum(_progress((task(index) for index in range(count)), count, desc, progress))
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(task, range(count), chunksize=max(1, min(16, count // (4 * workers))))
+        return sum(_progress(results, count, desc, progress))
+
+
 def write_cityscapes(out: str | Path, splits: dict[str, int], height: int = 512, width: int = 1024,
-                     seed: int = 0, progress: bool = True) -> WriteStats:
+                     seed: int = 0, progress: bool = True, workers: int = 1) -> WriteStats:
     out = Path(out)
     _check_size(height, width)
     for split, count in splits.items():
         if split not in ("train", "val", "test"):
             raise DatasetError(f"Cityscapes split must be train, val or test, got {split!r}")
         _check_count(count, f"{split} frames")
-    start, generating, total = time.perf_counter(), 0.0, 0
+    start, generating = time.perf_counter(), 0.0
     for split, count in splits.items():
-        image_dir, label_dir = out / "leftImg8bit" / split / CITY, out / "gtFine" / split / CITY
-        for index in _progress(range(count), count, f"cityscapes {split}", progress):
-            tick = time.perf_counter()
-            frame = generate_frame(frame_rng(seed, split, index), height, width)
-            generating += time.perf_counter() - tick
-            stem = f"{CITY}_{index:06d}_000019"
-            train = train_ids(frame)
-            write_png(image_dir / f"{stem}_leftImg8bit.png", frame.image)
-            write_png(label_dir / f"{stem}_gtFine_labelTrainIds.png", train)
-            write_png(label_dir / f"{stem}_gtFine_labelIds.png", label_ids(train))
-            write_png(label_dir / f"{stem}_gtFine_instanceIds.png", instance_ids(frame, train))
-        total += count
+        task = partial(_write_cityscapes_frame, out, split, height, width, seed)
+        generating += _run(task, count, workers, f"cityscapes {split}", progress)
     _write_json(out / "synth.json", {"layout": "cityscapes", "splits": splits, "height": height, "width": width,
                                      "seed": seed, "classes": list(CITYSCAPES.names)})
-    return WriteStats(total, time.perf_counter() - start, generating)
+    return WriteStats(sum(splits.values()), time.perf_counter() - start, generating)
 
 
 def anomaly_frame(seed: int, index: int, height: int, width: int, min_anomalies: int, max_anomalies: int
@@ -151,22 +170,29 @@ def open_set_labels(frame: Frame) -> np.ndarray:
     return np.where(frame.labels == ANOMALY_LABEL, UNKNOWN_ID, frame.labels).astype(np.uint8)
 
 
+def _write_anomaly_frame(out: Path, height: int, width: int, seed: int, min_anomalies: int, max_anomalies: int,
+                         index: int) -> float:
+    tick = time.perf_counter()
+    frame = anomaly_frame(seed, index, height, width, min_anomalies, max_anomalies)
+    seconds = time.perf_counter() - tick
+    name = f"{CITY}_{index:06d}"
+    write_png(out / "images" / f"{name}.png", frame.image)
+    write_png(out / "labels_masks" / f"{name}.png", anomaly_labels(frame))
+    write_png(out / "labels_semantic" / f"{name}.png", open_set_labels(frame))
+    return seconds
+
+
 def write_anomaly_benchmark(out: str | Path, count: int, height: int = 512, width: int = 1024, seed: int = 0,
-                            min_anomalies: int = 1, max_anomalies: int = 4, progress: bool = True) -> WriteStats:
+                            min_anomalies: int = 1, max_anomalies: int = 4, progress: bool = True,
+                            workers: int = 1) -> WriteStats:
     out = Path(out)
     _check_size(height, width)
     _check_count(count, "anomaly frames")
     if not 1 <= min_anomalies <= max_anomalies:
         raise DatasetError(f"anomalies per frame need 1 <= min <= max, got {min_anomalies}, {max_anomalies}")
-    start, generating = time.perf_counter(), 0.0
-    for index in _progress(range(count), count, "anomaly benchmark", progress):
-        tick = time.perf_counter()
-        frame = anomaly_frame(seed, index, height, width, min_anomalies, max_anomalies)
-        generating += time.perf_counter() - tick
-        name = f"{CITY}_{index:06d}"
-        write_png(out / "images" / f"{name}.png", frame.image)
-        write_png(out / "labels_masks" / f"{name}.png", anomaly_labels(frame))
-        write_png(out / "labels_semantic" / f"{name}.png", open_set_labels(frame))
+    start = time.perf_counter()
+    task = partial(_write_anomaly_frame, out, height, width, seed, min_anomalies, max_anomalies)
+    generating = _run(task, count, workers, "anomaly benchmark", progress)
     _write_json(out / "synth.json", {
         "layout": "fs_lost_and_found", "count": count, "height": height, "width": width, "seed": seed,
         "anomalies_per_frame": [min_anomalies, max_anomalies],
@@ -175,20 +201,25 @@ def write_anomaly_benchmark(out: str | Path, count: int, height: int = 512, widt
     return WriteStats(count, time.perf_counter() - start, generating)
 
 
+def _write_outlier(out: Path, seed: int, min_size: int, max_size: int, index: int) -> float:
+    tick = time.perf_counter()
+    image, annotation, _ = outlier_example(frame_rng(seed, "outliers", index), min_size, max_size)
+    seconds = time.perf_counter() - tick
+    name = f"outlier_{index:06d}"
+    write_png(out / "images" / f"{name}.png", image)
+    write_png(out / "ood_annotations" / f"{name}.png", annotation)
+    return seconds
+
+
 def write_outlier_pool(out: str | Path, count: int, seed: int = 0, min_size: int = 24, max_size: int = 160,
-                       progress: bool = True) -> WriteStats:
+                       progress: bool = True, workers: int = 1) -> WriteStats:
     out = Path(out)
     _check_count(count, "outliers")
     if not 3 <= min_size <= max_size:
         raise DatasetError(f"outlier sizes need 3 <= min-size <= max-size, got {min_size}, {max_size}")
-    start, generating = time.perf_counter(), 0.0
-    for index in _progress(range(count), count, "outlier pool", progress):
-        tick = time.perf_counter()
-        image, annotation, _ = outlier_example(frame_rng(seed, "outliers", index), min_size, max_size)
-        generating += time.perf_counter() - tick
-        name = f"outlier_{index:06d}"
-        write_png(out / "images" / f"{name}.png", image)
-        write_png(out / "ood_annotations" / f"{name}.png", annotation)
+    start = time.perf_counter()
+    generating = _run(partial(_write_outlier, out, seed, min_size, max_size), count, workers, "outlier pool",
+                      progress)
     _write_json(out / "synth.json", {"layout": "anomalymix_pool", "count": count, "seed": seed,
                                      "sizes": [min_size, max_size], "ood_annotations": "254 object, 0 elsewhere"})
     return WriteStats(count, time.perf_counter() - start, generating)
