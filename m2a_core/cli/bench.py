@@ -5,8 +5,13 @@ import argparse
 from importlib import import_module
 
 # Each module exposes add_bench_parser(subparsers).
-BENCHES = ("m2a_core.benchmarks.model", "m2a_core.benchmarks.infer", "m2a_core.benchmarks.metrics",
-           "m2a_core.benchmarks.openset")
+BENCHES = (
+    "m2a_core.benchmarks.model",
+    "m2a_core.benchmarks.infer",
+    "m2a_core.benchmarks.metrics",
+    "m2a_core.benchmarks.openset",
+    "m2a_core.benchmarks.synth",
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
