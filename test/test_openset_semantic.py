@@ -91,10 +91,3 @@ def test_colour_labels_show_unknown_in_its_own_colour():
     assert colours[0, 1].tolist() not in [list(c) for c in STREETHAZARDS.colors]
 
 
-def test_vocabularies_agree_with_the_dataset_readers():
-    from m2a_core.datasets.coco_panoptic import OPEN_SET_SPLITS
-    from m2a_core.datasets.semantic import STREET_HAZARDS_CLASSES
-
-    assert STREETHAZARDS.names == STREET_HAZARDS_CLASSES
-    for percent, names in OPEN_SET_SPLITS.items():
-        assert set(COCO_OPEN_SET_SPLITS[f"os{percent}"]) == set(names)

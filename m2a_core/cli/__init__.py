@@ -12,7 +12,16 @@ from importlib import import_module
 
 from m2a_core.errors import M2AError
 
-COMMANDS = ("convert", "infer", "eval", "export", "build-engine", "bench", "calibrate")
+COMMANDS = (
+    "convert",
+    "infer",
+    "eval",
+    "calibrate",
+    "export",
+    "build-engine",
+    "synth",
+    "bench",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

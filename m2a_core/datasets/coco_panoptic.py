@@ -18,14 +18,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from m2a_core.classes import COCO_OPEN_SET_SPLITS
 from m2a_core.datasets.base import read_image_rgb
 from m2a_core.errors import DatasetError
 from m2a_core.metrics.panoptic import Segment
 
-_SPLIT_5 = ("car", "cow", "pizza", "toilet")
-_SPLIT_10 = _SPLIT_5 + ("boat", "tie", "zebra", "stop sign")
-_SPLIT_20 = _SPLIT_10 + ("dining table", "banana", "bicycle", "cake", "sink", "cat", "keyboard", "bear")
-OPEN_SET_SPLITS: dict[int, tuple[str, ...]] = {5: _SPLIT_5, 10: _SPLIT_10, 20: _SPLIT_20}
+# The paper's splits, defined once in m2a_core.classes; keyed here by the percentage of unknown things.
+OPEN_SET_SPLITS: dict[int, tuple[str, ...]] = {int(k[2:]): v for k, v in COCO_OPEN_SET_SPLITS.items()}
 UNKNOWN_CATEGORY = 0  # not a COCO category id
 
 

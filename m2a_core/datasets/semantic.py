@@ -15,13 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from m2a_core.classes import CITYSCAPES, IGNORE_ID, UNKNOWN_ID
+from m2a_core.classes import CITYSCAPES, IGNORE_ID, STREETHAZARDS, UNKNOWN_ID
 from m2a_core.datasets.anomaly import street_hazards_samples
 from m2a_core.datasets.base import LabelledImages, images_in, pair_by_name, relative_name, require_dir
 from m2a_core.errors import DatasetError
 
-STREET_HAZARDS_CLASSES = ("background", "building", "fence", "pedestrian", "pole", "road line", "road",
-                          "sidewalk", "vegetation", "car", "wall", "traffic sign")
+STREET_HAZARDS_CLASSES = STREETHAZARDS.names  # the vocabulary lives in m2a_core.classes
 
 
 def _cityscapes_labels(raw: np.ndarray) -> np.ndarray:
