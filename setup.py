@@ -51,6 +51,8 @@ setup(
     entry_points={
         "console_scripts": [
             "m2a = m2a_core.cli:main",
+            "m2a_anomaly_node = m2a_ros.anomaly_node:main",
+            "m2a_bench_node = m2a_ros.bench_node:main",
         ],
     },
     zip_safe=True,

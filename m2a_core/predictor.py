@@ -20,6 +20,8 @@ from m2a_core.backends.torch_backend import TorchBackend
 from m2a_core.classes import ClassSet, get_class_set
 from m2a_core.config import ModelConfig
 from m2a_core.inference import AnomalyMaps, RefinementParams, anomaly_maps
+from m2a_core.openset.panoptic import PanopticParams, panoptic_from_outputs
+from m2a_core.openset.semantic import openset_semantic
 from m2a_core.preprocess import (
     check_image,
     normalize_and_pad,
@@ -50,10 +52,20 @@ class PredictorOptions:
     resize: str = "pil"                # "pil" (official, on uint8) or "device" (bilinear on the device)
     tta: bool = False                  # average the anomaly score with the horizontally flipped view
     refine: bool = True                # apply the refinement mask
+    # Open-set outputs, off by default so the anomaly path costs nothing extra (m2a_core.openset).
+    openset_threshold: float | None = None   # labels: UNKNOWN_ID where the score >= this ('m2a calibrate')
+    openset_score: str = "anomaly"           # the score map the threshold applies to: anomaly or anomaly_no_refine
+    panoptic: bool = False                   # open-set panoptic segments with unknown instances
+    panoptic_params: PanopticParams = PanopticParams()
+    panoptic_resolution: str = "full"        # "full" or "mask" (1/4 resolution, id map upsampled)
 
     def __post_init__(self) -> None:
         if self.resize not in ("pil", "device"):
             raise ValueError(f"resize must be 'pil' or 'device', got {self.resize!r}")
+        if self.openset_score not in ("anomaly", "anomaly_no_refine"):
+            raise ValueError(f"openset_score must be 'anomaly' or 'anomaly_no_refine', got {self.openset_score!r}")
+        if self.panoptic_resolution not in ("full", "mask"):
+            raise ValueError(f"panoptic_resolution must be 'full' or 'mask', got {self.panoptic_resolution!r}")
 
 
 @dataclass
@@ -67,6 +79,9 @@ class Prediction:
     pred_masks: np.ndarray          # float32 [Q, Hp/4, Wp/4]: mask logits of the padded network input
     num_refine: int
     timings: dict[str, float] = field(default_factory=dict)
+    labels: np.ndarray | None = None          # uint8 [H, W] open-set semantic labels (with openset_threshold)
+    instances: np.ndarray | None = None       # int32 [H, W] panoptic segment ids, 0 none (with panoptic)
+    segments: list[dict] | None = None        # per segment: id, category_id or UNKNOWN_ID, score, area, bbox
 
 
 class Predictor:
@@ -123,6 +138,21 @@ class Predictor:
                     input_size: tuple[int, int], output_size: tuple[int, int]) -> AnomalyMaps:
         return anomaly_maps(pred_logits, pred_masks, padded_size, input_size, output_size, self.refinement)
 
+    def _openset_outputs(self, prediction: Prediction, maps: AnomalyMaps, anomaly: torch.Tensor,
+                         pred_logits: torch.Tensor, pred_masks: torch.Tensor, padded_size: tuple[int, int],
+                         input_size: tuple[int, int], output_size: tuple[int, int]) -> None:
+        """Open-set labels and panoptic segments on the device, only when the options ask for them."""
+        options = self.options
+        if options.openset_threshold is not None:
+            score = anomaly if options.openset_score == "anomaly" else maps.anomaly_no_refine
+            prediction.labels = openset_semantic(maps.semseg, score, options.openset_threshold,
+                                                 num_classes=self.class_set.num_classes).cpu().numpy()
+        if options.panoptic:
+            result = panoptic_from_outputs(pred_logits, pred_masks, padded_size, input_size, output_size,
+                                           self.class_set, options.panoptic_params, options.panoptic_resolution)
+            prediction.instances = result.id_map.cpu().numpy()
+            prediction.segments = result.segments
+
     @torch.inference_mode()
     def _predict_same_size(self, images: list[np.ndarray]) -> list[Prediction]:
         output_size = images[0].shape[:2]
@@ -144,14 +174,17 @@ class Predictor:
             anomaly = maps[i].anomaly
             if self.options.tta:
                 anomaly = (anomaly + maps[n + i].anomaly.flip(-1)) / 2.0
-            results.append(Prediction(
+            prediction = Prediction(
                 anomaly=anomaly.float().cpu().numpy(),
                 anomaly_no_refine=maps[i].anomaly_no_refine.float().cpu().numpy(),
                 semseg=maps[i].semseg.to(torch.uint8).cpu().numpy(),
                 pred_logits=pred_logits[i].float().cpu().numpy(),
                 pred_masks=pred_masks[i].float().cpu().numpy(),
                 num_refine=maps[i].num_refine,
-            ))
+            )
+            self._openset_outputs(prediction, maps[i], anomaly, pred_logits[i], pred_masks[i], padded_size,
+                                  input_size, output_size)
+            results.append(prediction)
         sync()
         t3 = time.perf_counter()
         for r in results:

@@ -12,7 +12,7 @@ from importlib import import_module
 
 from m2a_core.errors import M2AError
 
-COMMANDS = ("convert", "infer", "eval", "export", "build-engine", "bench")
+COMMANDS = ("convert", "infer", "eval", "export", "build-engine", "bench", "calibrate")
 
 
 def build_parser() -> argparse.ArgumentParser:

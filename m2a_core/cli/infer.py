@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -33,9 +35,13 @@ def build_predictor(args: argparse.Namespace):
 
         if not torch.cuda.is_available():
             raise M2AError(f"--device {device} asked for, but CUDA is not available on this machine")
-    return Predictor.from_weights(
+    predictor = Predictor.from_weights(
         args.weights, device=device, tta=args.tta, refine=not args.no_refine,
         short_side=args.short_side or None, max_size=args.max_size or None, resize=args.resize)
+    openset = openset_options(args, predictor.config.classes, predictor.options)
+    if openset:
+        predictor.options = replace(predictor.options, **openset)
+    return predictor
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,8 +50,46 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--save-raw", action="store_true",
                         help="also write <stem>.npz with anomaly, anomaly_no_refine, semseg, pred_logits, pred_masks")
+    add_openset_arguments(parser)
     parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     parser.set_defaults(func=run)
+
+
+def add_openset_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("open-set outputs")
+    group.add_argument("--openset", action="store_true",
+                       help="also write open-set labels (<stem>_labels.png, <stem>_labels_color.png) and panoptic "
+                            "segments (<stem>_instances.json, <stem>_panoptic.png); --save-raw adds labels and "
+                            "instances to the npz")
+    group.add_argument("--calibration", default=None,
+                       help="calibration JSON from 'm2a calibrate' (default: <weights stem>.calibration.json)")
+    group.add_argument("--threshold", type=float, default=None,
+                       help="open-set score threshold instead of a calibration file (unknown where score >= it)")
+    group.add_argument("--panoptic-resolution", choices=("full", "mask"), default="full",
+                       help="panoptic at full resolution or at 1/4 with the id map upsampled (faster)")
+
+
+def openset_options(args: argparse.Namespace, classes: str, current=None) -> dict:
+    """Predictor options for --openset: the threshold from --threshold or the calibration file (with a warning
+    when the file was made with other inference options than ``current``: its threshold may not carry over)."""
+    if not getattr(args, "openset", False):
+        return {}
+    if args.threshold is not None:
+        threshold, score = args.threshold, "anomaly"
+    else:
+        from m2a_core.openset.calibration import calibration_for_weights
+
+        calibration = calibration_for_weights(args.weights, classes, args.calibration)
+        threshold, score = calibration.threshold, calibration.score
+        if current is not None:
+            differ = sorted(k for k in ("short_side", "max_size", "resize", "tta", "refine")
+                            if k in calibration.predictor_options
+                            and calibration.predictor_options[k] != getattr(current, k))
+            if differ:
+                print(f"m2a: warning: the calibration was made with other {', '.join(differ)} than this run; "
+                      "its threshold may not give the calibrated TPR", file=sys.stderr)
+    return {"openset_threshold": threshold, "openset_score": score, "panoptic": True,
+            "panoptic_resolution": args.panoptic_resolution}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,8 +109,35 @@ def run(args: argparse.Namespace) -> int:
         pred = predictor(image)
         write_png(out / f"{path.stem}_anomaly.png", colorize_scores(pred.anomaly))
         write_png(out / f"{path.stem}_overlay.png", anomaly_overlay(image, pred.anomaly))
+        extra = {}
+        if args.openset:
+            write_openset_outputs(out, path.stem, pred, predictor)
+            extra = {"labels": pred.labels, "instances": pred.instances}
         if args.save_raw:
             write_npz(out / f"{path.stem}.npz", anomaly=pred.anomaly, anomaly_no_refine=pred.anomaly_no_refine,
-                      semseg=pred.semseg, pred_logits=pred.pred_logits, pred_masks=pred.pred_masks)
+                      semseg=pred.semseg, pred_logits=pred.pred_logits, pred_masks=pred.pred_masks, **extra)
     print(f"wrote {len(paths)} result(s) to {out}")
     return 0
+
+
+def write_openset_outputs(out: Path, stem: str, pred, predictor) -> None:
+    import json
+
+    from m2a_core.checkpoint import atomic_write
+    from m2a_core.classes import UNKNOWN_ID
+    from m2a_core.openset.panoptic import colorize_panoptic, segments_json
+    from m2a_core.visualize import colorize_labels
+
+    class_set = predictor.class_set
+    write_png(out / f"{stem}_labels.png", pred.labels)
+    write_png(out / f"{stem}_labels_color.png", colorize_labels(pred.labels, class_set))
+    write_png(out / f"{stem}_panoptic.png", colorize_panoptic(pred.instances, pred.segments, class_set))
+    options = predictor.options
+    document = {
+        "image": stem, "height": int(pred.instances.shape[0]), "width": int(pred.instances.shape[1]),
+        "classes": class_set.name, "unknown_id": UNKNOWN_ID, "openset_threshold": options.openset_threshold,
+        "openset_score": options.openset_score, "bbox_format": "xywh",
+        "segments": segments_json(pred.segments, class_set),
+    }
+    text = json.dumps(document, indent=1) + "\n"
+    atomic_write(out / f"{stem}_instances.json", lambda tmp: Path(tmp).write_text(text))

@@ -1,0 +1,169 @@
+"""``m2a bench node`` / ``m2a_bench_node``: the node's per-frame cost beyond the model, at camera resolution.
+
+Runs the real ``AnomalyNode`` in this process with a subscriber to every output (so every output is computed and
+sent over DDS), feeds it one camera frame's prediction repeatedly and times its stages:
+
+- ``convert``: sensor_msgs/Image -> RGB array (``m2a_ros.conversions``),
+- ``render``: colour maps, overlay, markers and the messages of every output (``m2a_core.visualize``,
+  ``m2a_ros.outputs``),
+- ``publish``: ``publish`` of every output to a subscriber in this process (over DDS).
+
+The node's overhead is ``convert + render + publish`` (target: under 10 ms at 1024x2048). The model itself is run once
+(a compact random model with 100 queries unless ``--weights`` is given; its outputs have the official shapes),
+so the numbers do not depend on the network's speed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+STAGES = ("convert", "render", "publish")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="m2a bench node", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", default=None, help="weights file (default: a compact random model)")
+    parser.add_argument("--height", type=int, default=1024)
+    parser.add_argument("--width", type=int, default=2048)
+    parser.add_argument("--encoding", default="bgr8", choices=("rgb8", "bgr8", "mono8"), help="camera encoding")
+    parser.add_argument("--repeat", type=int, default=20, help="timed frames (after two warm-up frames)")
+    return parser
+
+
+def _compact_weights(folder: Path) -> Path:
+    import torch
+
+    from m2a_core.checkpoint import save_weights
+    from m2a_core.config import ModelConfig
+    from m2a_core.modeling import Mask2Anomaly
+
+    config = ModelConfig(backbone_depth=18, conv_dim=32, mask_dim=32, hidden_dim=32, encoder_layers=1,
+                         decoder_layers=3, decoder_ffn_dim=64, encoder_ffn_dim=64, num_queries=100, norm_groups=8,
+                         encoder_heads=4, decoder_heads=4)
+    torch.manual_seed(0)
+    path = folder / "compact.safetensors"
+    save_weights(Mask2Anomaly(config), path)
+    return path
+
+
+def _camera_message(rgb: np.ndarray, encoding: str):
+    from sensor_msgs.msg import Image
+
+    data = {"rgb8": rgb, "bgr8": rgb[..., ::-1], "mono8": rgb[..., 0]}[encoding]
+    data = np.ascontiguousarray(data)
+    return Image(height=rgb.shape[0], width=rgb.shape[1], encoding=encoding, step=int(data.strides[0]),
+                 data=data.tobytes())
+
+
+def measure(args: argparse.Namespace, weights: Path) -> dict[str, list[float]]:
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from m2a_ros.anomaly_node import AnomalyNode
+    from m2a_ros.conversions import image_to_rgb
+    from m2a_ros.qos import output_qos
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    node = AnomalyNode("m2a_bench_node", context=context, parameter_overrides=[
+        Parameter("weights", value=str(weights)), Parameter("short_side", value=0), Parameter("max_size", value=0),
+        Parameter("autostart", value=False)])
+    listener = rclpy.create_node("m2a_bench_listener", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(listener)
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.05)
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    try:
+        from rclpy.lifecycle import TransitionCallbackReturn
+
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            raise SystemExit("m2a bench node: error: the node could not be configured (see the log above)")
+        for publisher in node.publishers_by_output.values():
+            listener.create_subscription(publisher.msg_type, publisher.topic_name, lambda msg: None, output_qos())
+        spinner.start()
+        deadline = time.time() + 30
+        while time.time() < deadline and len(node.wanted_outputs()) < len(node.publishers_by_output):
+            time.sleep(0.05)
+        wanted = node.wanted_outputs()
+        rng = np.random.default_rng(0)
+        rgb = rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
+        message = _camera_message(rgb, args.encoding)
+        print(f"running the model once on a {args.width}x{args.height} frame ...", file=sys.stderr)
+        frame = image_to_rgb(message)
+        node.request_open_set(wanted)
+        prediction = node.predictor(frame)  # with every open-set output (m2a bench openset times those)
+        runs: dict[str, list[float]] = {stage: [] for stage in STAGES}
+        for index in range(args.repeat + 2):
+            message.header.stamp = node.get_clock().now().to_msg()
+            t0 = time.perf_counter()
+            frame = image_to_rgb(message, node.values["max_pixels"])
+            t1 = time.perf_counter()
+            messages = node.render_outputs(message.header, frame, prediction, wanted)
+            t2 = time.perf_counter()
+            node.publish_outputs(messages)
+            t3 = time.perf_counter()
+            if index >= 2:
+                for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+                    runs[stage].append(seconds)
+        runs["wanted"] = sorted(wanted)  # type: ignore[assignment]
+        return runs
+    finally:
+        stop.set()
+        if spinner.is_alive():
+            spinner.join(5)
+        executor.shutdown()
+        node._stop_input()
+        node.destroy_node()
+        listener.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.height < 1 or args.width < 1 or args.repeat < 1:
+        print("m2a bench node: error: --height, --width and --repeat must be positive", file=sys.stderr)
+        return 2
+    # A private, local DDS domain: do not spray 6 MB frames over a vehicle's network.
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    with tempfile.TemporaryDirectory() as folder:
+        weights = Path(args.weights) if args.weights else _compact_weights(Path(folder))
+        if not weights.is_file():
+            print(f"m2a bench node: error: weights file {weights} does not exist", file=sys.stderr)
+            return 2
+        runs = measure(args, weights)
+    wanted = runs.pop("wanted")
+    print(f"m2a bench node: {args.width}x{args.height} {args.encoding}, {args.repeat} frames, "
+          f"outputs: {', '.join(wanted)}")
+    print(f"{'stage':<34}{'median ms':>12}{'min ms':>10}{'max ms':>10}")
+    overhead = [sum(stage) for stage in zip(runs["convert"], runs["render"], runs["publish"], strict=True)]
+    totals = {
+        "convert (camera msg -> RGB)": runs["convert"],
+        "render (visualize + messages)": runs["render"],
+        "publish (all outputs)": runs["publish"],
+        "node overhead (convert+render+pub)": overhead,
+    }
+    for stage, values in totals.items():
+        print(f"{stage:<34}{statistics.median(values) * 1e3:>12.2f}{min(values) * 1e3:>10.2f}"
+              f"{max(values) * 1e3:>10.2f}")
+    median = statistics.median(overhead) * 1e3
+    print(f"target: node overhead under 10 ms: {'met' if median < 10.0 else 'NOT met'} ({median:.1f} ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
