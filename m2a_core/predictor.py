@@ -79,8 +79,9 @@ class Prediction:
     pred_masks: np.ndarray          # float32 [Q, Hp/4, Wp/4]: mask logits of the padded network input
     num_refine: int
     timings: dict[str, float] = field(default_factory=dict)
-    labels: np.ndarray | None = None          # uint8 [H, W] open-set semantic labels (with openset_threshold)
-    instances: np.ndarray | None = None       # int32 [H, W] panoptic segment ids, 0 none (with panoptic)
+    labels: np.ndarray | None = None          # uint8 [H, W] open-set labels (with openset_threshold; the score is
+                                              # flip-averaged with tta, the classes from the unflipped view)
+    instances: np.ndarray | None = None       # int32 [H, W] panoptic segment ids, 0 none (with panoptic; unflipped)
     segments: list[dict] | None = None        # per segment: id, category_id or UNKNOWN_ID, score, area, bbox
 
 

@@ -281,11 +281,18 @@ def test_network_outputs_full_and_mask_resolution_agree_with_the_core_function()
     assert torch.equal(full.id_map, direct.id_map) and full.segments == direct.segments
     low = panoptic_from_outputs(pred_logits, mask_logits, padded, size, size, CITYSCAPES, params, "mask")
     check_consistent(low, size)
-    # 56 / 4 = 14 rows and ceil-free 90 / 4 -> 22 columns of the 16 x 24 logits hold the image.
-    at_low = openset_panoptic(pred_logits[known], mask_logits[known].sigmoid()[:, :14, :22], CITYSCAPES, params,
-                              output_size=size)
-    assert torch.equal(low.id_map, at_low.id_map)
+    # The 14 x 23 mask cells that hold the 56 x 90 input, computed there (40 px = 2.5 cells: at least 3 cells),
+    # each cell then 4 x 4 pixels, cropped to the input.
+    at_cells = openset_panoptic(pred_logits[known], mask_logits[known].sigmoid()[:, :14, :23], CITYSCAPES,
+                                PanopticParams(min_component_area=3))
+    expected = np.repeat(np.repeat(at_cells.id_map.numpy(), 4, 0), 4, 1)[:56, :90]
+    np.testing.assert_array_equal(low.id_map.numpy(), expected)
     assert len(low.segments) > 0
+    # min_component_area counts output pixels: 4x the area at twice the output size is the same filter.
+    larger = panoptic_from_outputs(pred_logits, mask_logits, padded, size, (112, 180), CITYSCAPES,
+                                   PanopticParams(min_component_area=160), "mask")
+    check_consistent(larger, (112, 180))
+    np.testing.assert_array_equal(larger.id_map.numpy()[::2, ::2], low.id_map.numpy())
     with pytest.raises(ValueError, match="resolution"):
         panoptic_from_outputs(pred_logits, mask_logits, padded, size, size, CITYSCAPES, params, "half")
 
@@ -308,3 +315,18 @@ def test_bench_openset_prints_every_step(capsys):
     for step in ("anomaly_maps (always run)", "openset semantic", "openset panoptic (full)", "openset panoptic (mask)"):
         line = next(line for line in out.splitlines() if line.startswith(step))
         assert float(line[len(step):].split()[0]) >= 0.0
+
+
+def test_panoptic_picture_shows_classes_and_striped_unknowns():
+    from m2a_core.openset.panoptic import colorize_panoptic
+
+    logits, masks = scene([(CONFIDENT_ROAD, road_with_holes((5, 5, 8, 8), (25, 40, 8, 10))),
+                           (THING_LIKE, box(0.9, 5, 5, 8, 8))])
+    result = openset_panoptic(logits, masks, CITYSCAPES, PARAMS)
+    picture = colorize_panoptic(result.id_map.numpy(), result.segments, CITYSCAPES)
+    assert picture.shape == (H, W, 3) and picture.dtype == np.uint8
+    assert picture[30, 5].tolist() == list(CITYSCAPES.colors[0])            # inside the road
+    assert (picture[27:31, 42:48] == 0).all()                                # background hole: black
+    unknown = picture[6:12, 6:12].reshape(-1, 3)                            # interior of the unknown
+    colours = {tuple(c) for c in unknown.tolist()}
+    assert (255, 255, 255) in colours and len(colours) == 2

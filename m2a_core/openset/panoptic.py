@@ -38,7 +38,8 @@ can vanish. ``m2a bench openset`` measures both.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -290,20 +291,33 @@ def panoptic_from_outputs(pred_logits: torch.Tensor, pred_masks: torch.Tensor, p
     logits = pred_logits[known]
     if resolution == "full":
         masks = upsample_mask_probs(pred_masks[known], padded_size, input_size, output_size)
-    else:
-        stride_h = padded_size[0] / pred_masks.shape[-2]
-        stride_w = padded_size[1] / pred_masks.shape[-1]
-        crop = (max(1, round(input_size[0] / stride_h)), max(1, round(input_size[1] / stride_w)))
-        masks = pred_masks[known].float().sigmoid()[:, : crop[0], : crop[1]]
-    return openset_panoptic(logits, masks, class_set, params, output_size=output_size)
+        return openset_panoptic(logits, masks, class_set, params, output_size=output_size)
+    # Mask resolution: the mask-logit cells that hold the unpadded input, the id map brought back by an exact
+    # integer nearest upsampling (one cell = stride x stride input pixels), cropped to the input and resized
+    # to the output; min_component_area is given at the output resolution, so rescale it to input pixels.
+    stride_h = padded_size[0] // pred_masks.shape[-2]
+    stride_w = padded_size[1] // pred_masks.shape[-1]
+    cells = (math.ceil(input_size[0] / stride_h), math.ceil(input_size[1] / stride_w))
+    masks = pred_masks[known][:, : cells[0], : cells[1]].float().sigmoid()
+    input_area_scale = (input_size[0] * input_size[1]) / float(output_size[0] * output_size[1])
+    params = replace(params, min_component_area=round(params.min_component_area * input_area_scale))
+    result = openset_panoptic(logits, masks, class_set, params,
+                              output_size=(cells[0] * stride_h, cells[1] * stride_w))
+    id_map = result.id_map[: input_size[0], : input_size[1]]
+    if tuple(input_size) != tuple(output_size):
+        id_map = F.interpolate(id_map[None, None].float(), size=output_size, mode="nearest")[0, 0].to(torch.int32)
+    result.id_map = id_map.contiguous()
+    result.segments = _segment_stats(result.id_map, result.segments)
+    return result
 
 
-UNKNOWN_INSTANCE_COLORS = ((255, 255, 255), (255, 0, 255), (0, 255, 255), (255, 255, 0), (255, 128, 0))
+UNKNOWN_INSTANCE_COLORS = ((255, 0, 255), (0, 255, 255), (255, 255, 0), (255, 128, 0), (0, 255, 0))
 
 
 def colorize_panoptic(id_map, segments: list[dict], class_set: ClassSet):
     """uint8 RGB [H, W, 3] picture of a panoptic result: class colours (thing instances in slightly different
-    shades), unknown instances in bright colours of their own, black where no segment, dark segment borders."""
+    shades), unknown instances striped white and a bright colour of their own (no class colour is striped),
+    black where no segment, dark segment borders."""
     import numpy as np
 
     ids = np.asarray(id_map)
@@ -319,6 +333,11 @@ def colorize_panoptic(id_map, segments: list[dict], class_set: ClassSet):
                 color = color * (0.75 + 0.5 * ((segment["id"] * 0.618) % 1.0))
         lut[segment["id"]] = np.clip(color, 0, 255).astype(np.uint8)
     picture = lut[ids]
+    unknown_ids = [s["id"] for s in segments if s["unknown"]]
+    if unknown_ids:
+        rows, cols = np.indices(ids.shape)
+        stripes = np.isin(ids, unknown_ids) & (((rows + cols) // 4) % 2 == 0)
+        picture[stripes] = 255
     border = np.zeros(ids.shape, bool)
     border[:, 1:] |= ids[:, 1:] != ids[:, :-1]
     border[1:, :] |= ids[1:, :] != ids[:-1, :]
