@@ -1,0 +1,510 @@
+"""``m2a_bag_eval``: the node over every camera frame of a bag, a result bag, and an evaluation report.
+
+    m2a_bag_eval --bag IN --image-topic /camera/image [--labels-topic /gt | --labels-dir DIR] \
+                 --weights W [--params-file config/anomaly.yaml] [--set threshold=0.6 ...] --out DIR
+
+Every Image/CompressedImage of ``--image-topic`` goes through the node's own conversion, predictor and
+output building (``m2a_ros.bags.pipeline``). Written to ``--out``:
+
+- ``result_bag/``: the input frames and every node output topic (``/<node>/anomaly``, ``.../overlay``, ...)
+  at the input's log times with the input's headers, plus ``/<node>/class_info``: open it in RViz
+  (``ros2 bag play``) or Foxglove;
+- with ground truth: ``metrics.json`` and ``curves.png`` from ``m2a_core.metrics.evaluate`` (the same
+  metrics as ``m2a eval``); ground truth is matched to frames by header stamp within ``--match-tolerance``
+  and unmatched frames and labels are counted in the report. Labels are 0 inlier / 1 anomaly / 255 void:
+  a ``mono8`` Image topic, or PNGs named ``<stamp in ns>.png``;
+- ``report.md`` / ``report.json``: metrics table, frame counts, failures, matching, latency summary and the
+  bag's state (a damaged bag is read up to the damage; the report says where reading stopped);
+- ``latency.csv`` (per frame) and ``latency.png``; ``worst_frames.png``: the frames with the lowest AuPRC
+  (the slowest without ground truth) as a contact sheet.
+
+Memory stays bounded on long bags: frames stream through; only frames with ground truth are kept, on
+disk (``frames/<stamp>.npy`` scores and ``.png`` labels, the layout ``m2a eval scores`` reads).
+"""
+from __future__ import annotations
+
+import argparse
+import bisect
+import csv
+import heapq
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from m2a_core.errors import DatasetError, M2AError
+
+LABEL_VALUES = (0, 1, 255)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from m2a_core.cli.eval import _add_metric_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="m2a_bag_eval", description="Run the m2a_anomaly node's processing over a bag: result bag, metrics, "
+                                         "latency and worst frames.")
+    parser.add_argument("--bag", required=True, help="input rosbag2 folder (mcap or sqlite3) or .mcap/.db3 file")
+    parser.add_argument("--image-topic", required=True, help="camera topic (sensor_msgs Image or CompressedImage)")
+    truth = parser.add_mutually_exclusive_group()
+    truth.add_argument("--labels-topic", help="ground-truth topic in the bag: mono8 Image, 0 / 1 anomaly / 255 void")
+    truth.add_argument("--labels-dir", help="ground-truth folder: <header stamp in ns>.png, 0 / 1 / 255")
+    parser.add_argument("--weights", help="model weights (overrides the parameter file's 'weights')")
+    parser.add_argument("--params-file", help="the node's parameter YAML (e.g. config/anomaly.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a node parameter (YAML value), e.g. --set threshold=0.6; repeatable")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--node-name", default="m2a_anomaly", help="node name the output topics go under")
+    parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="result bag storage")
+    parser.add_argument("--match-tolerance", type=float, default=0.005,
+                        help="seconds between a frame's and its label's header stamps to pair them")
+    parser.add_argument("--worst", type=int, default=6, help="frames in the worst-frames contact sheet")
+    _add_metric_arguments(parser)
+    return parser
+
+
+def parse_overrides(items: list[str]) -> dict[str, object]:
+    import yaml
+
+    overrides = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise M2AError(f"--set takes NAME=VALUE, got {item!r}")
+        overrides[name.strip()] = yaml.safe_load(text)
+    return overrides
+
+
+# Ground truth -----------------------------------------------------------------------------------------
+
+
+def read_binary_labels(path: Path) -> np.ndarray:
+    from m2a_core.cli.eval import read_binary_labels as read
+
+    return read(path)
+
+
+@dataclass
+class GroundTruth:
+    """Label stamps (ns, sorted) -> label PNG; frames pick the nearest within the tolerance."""
+
+    stamps: list[int]
+    paths: dict[int, Path]
+    tolerance_ns: int
+    used: set[int] = field(default_factory=set)
+
+    def match(self, stamp: int) -> int | None:
+        index = bisect.bisect_left(self.stamps, stamp)
+        candidates = [self.stamps[i] for i in (index - 1, index) if 0 <= i < len(self.stamps)]
+        if not candidates:
+            return None
+        best = min(candidates, key=lambda s: abs(s - stamp))
+        return best if abs(best - stamp) <= self.tolerance_ns else None
+
+
+def labels_from_dir(folder: Path, tolerance_ns: int) -> GroundTruth:
+    if not folder.is_dir():
+        raise DatasetError(f"--labels-dir {folder} does not exist")
+    paths = {}
+    for path in sorted(folder.glob("*.png")):
+        if not path.stem.isdigit():
+            raise DatasetError(f"label {path} is not named <header stamp in nanoseconds>.png")
+        paths[int(path.stem)] = path
+    if not paths:
+        raise DatasetError(f"no <stamp>.png labels in {folder}")
+    return GroundTruth(sorted(paths), paths, tolerance_ns)
+
+
+def labels_from_topic(bag, topic: str, folder: Path, tolerance_ns: int) -> tuple[GroundTruth, str | None]:
+    """Spool the label topic to PNGs first (one pass over that topic only): frames then find their label
+    wherever it lies in the bag, and memory holds only stamps."""
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import Image
+
+    from m2a_core.imageio import write_png
+    from m2a_ros.bags.pipeline import header_stamp_ns
+    from m2a_ros.bags.storage import BagTruncated
+    from m2a_ros.conversions import ImageConversionError, image_to_array
+
+    if bag.topics.get(topic) not in (None, "sensor_msgs/msg/Image"):
+        raise DatasetError(f"labels topic {topic} has type {bag.topics[topic]}; expected a mono8 sensor_msgs/Image")
+    folder.mkdir(parents=True, exist_ok=True)
+    paths, problem = {}, None
+    try:
+        for message in bag.messages([topic]):
+            msg = deserialize_message(message.data, Image)
+            if msg.encoding != "mono8":
+                raise DatasetError(f"labels topic {topic}: encoding {msg.encoding!r}, expected mono8 (0/1/255)")
+            try:
+                labels = image_to_array(msg)
+            except ImageConversionError as exc:
+                raise DatasetError(f"labels topic {topic}: {exc}") from None
+            unexpected = np.setdiff1d(np.unique(labels), LABEL_VALUES)
+            if unexpected.size:
+                raise DatasetError(f"labels topic {topic} has values {unexpected[:8].tolist()}; expected 0, 1, 255")
+            stamp = header_stamp_ns(msg.header)
+            write_png(folder / f"{stamp}.png", labels)
+            paths[stamp] = folder / f"{stamp}.png"
+    except BagTruncated as exc:
+        problem = str(exc)
+    if not paths:
+        raise DatasetError(f"no readable labels on {topic}" + (f" ({problem})" if problem else ""))
+    return GroundTruth(sorted(paths), paths, tolerance_ns), problem
+
+
+# Per-frame bookkeeping --------------------------------------------------------------------------------
+
+
+@dataclass(order=True)
+class WorstFrame:
+    badness: float
+    stamp_ns: int
+    title: str = field(compare=False)
+    panels: list[np.ndarray] = field(compare=False)
+
+
+def thumbnail(image: np.ndarray, width: int = 320) -> np.ndarray:
+    from PIL import Image
+
+    height = max(1, round(image.shape[0] * width / image.shape[1]))
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.NEAREST))
+
+
+def label_picture(labels: np.ndarray) -> np.ndarray:
+    picture = np.zeros((*labels.shape, 3), np.uint8)
+    picture[labels == 1] = (255, 255, 255)
+    picture[labels == 255] = (90, 90, 90)
+    return picture
+
+
+def frame_auprc(scores: np.ndarray, labels: np.ndarray) -> float:
+    from m2a_core.metrics.pixel import PixelScoreAccumulator
+
+    accumulator = PixelScoreAccumulator()
+    accumulator.update(scores, labels)
+    return float(accumulator.compute()["AuPRC"])
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    from m2a_core.cli.eval import atomic_write_text as write
+
+    write(path, text)
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, array)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def percentiles_ms(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"mean": None, "p50": None, "p95": None, "max": None}
+    array = np.asarray(values) * 1e3
+    return {"mean": float(array.mean()), "p50": float(np.percentile(array, 50)),
+            "p95": float(np.percentile(array, 95)), "max": float(array.max())}
+
+
+# The run ----------------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    from rclpy.serialization import deserialize_message, serialize_message
+    from std_msgs.msg import String
+    from tqdm import tqdm
+
+    from m2a_core.imageio import write_png
+    from m2a_ros.bags.pipeline import IMAGE_TYPES, OUTPUT_TOPICS, FrameFailure, NodePipeline, message_class, node_values
+    from m2a_ros.bags.storage import BagTruncated, BagWriter, open_bag
+    from m2a_ros.outputs import class_info_json
+
+    if args.match_tolerance < 0 or not math.isfinite(args.match_tolerance):
+        raise M2AError(f"--match-tolerance must be a finite number >= 0, got {args.match_tolerance}")
+    if args.worst < 0:
+        raise M2AError(f"--worst must be >= 0, got {args.worst}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bag = open_bag(args.bag)
+    if args.image_topic not in bag.topics:
+        raise M2AError(f"{args.bag}: no topic {args.image_topic!r}; it has "
+                       + ", ".join(f"{t} ({m})" for t, m in sorted(bag.topics.items())))
+    image_type = bag.topics[args.image_topic]
+    if image_type not in IMAGE_TYPES:
+        raise M2AError(f"{args.image_topic} has type {image_type}; expected sensor_msgs Image or CompressedImage")
+    values = node_values(args.weights, args.params_file, parse_overrides(args.set))
+    tolerance_ns = round(args.match_tolerance * 1e9)
+    truth, label_problem = None, None
+    if args.labels_topic:
+        truth, label_problem = labels_from_topic(bag, args.labels_topic, out / "ground_truth", tolerance_ns)
+    elif args.labels_dir:
+        truth = labels_from_dir(Path(args.labels_dir), tolerance_ns)
+    pipeline = NodePipeline(values)
+    frames_dir = out / "frames"
+    if truth is not None:
+        frames_dir.mkdir(exist_ok=True)
+        for stale in frames_dir.glob("*.*"):  # an earlier run's frames must not enter this run's metrics
+            stale.unlink()
+
+    prefix = "/" + args.node_name.strip("/")
+    kind, msg_class = IMAGE_TYPES[image_type], message_class(image_type)
+    failures: dict[str, int] = {}
+    failure_examples: dict[str, str] = {}
+    latency_rows: list[dict] = []
+    worst: list[WorstFrame] = []          # a max-heap by badness (negated), at most args.worst frames
+    matched: list[int] = []
+    unmatched_frames: list[int] = []
+    read_problem = None
+    frames_read = 0
+    writer = BagWriter(out / "result_bag", args.storage)
+    progress = tqdm(total=bag.counts.get(args.image_topic), desc="frames", unit="frame")
+    try:
+        for message in bag.messages([args.image_topic]):
+            frames_read += 1
+            progress.update(1)
+            writer.write(message.topic, message.msgtype, message.log_time, message.data)
+            if writer.count == 1:
+                writer.write(f"{prefix}/class_info", "std_msgs/msg/String", message.log_time,
+                             serialize_message(String(data=class_info_json(pipeline.predictor.class_set))))
+            try:
+                try:
+                    msg = deserialize_message(message.data, msg_class)
+                except Exception as exc:  # rclpy raises several types for malformed CDR
+                    raise FrameFailure("deserialize", f"{type(exc).__name__}: {exc}") from None
+                result = pipeline.process(kind, msg)
+            except FrameFailure as exc:
+                failures[exc.kind] = failures.get(exc.kind, 0) + 1
+                failure_examples.setdefault(exc.kind, f"log time {message.log_time}: {exc}")
+                continue
+            for name, output in result.messages.items():
+                if output is None:
+                    continue
+                suffix, msgtype = OUTPUT_TOPICS[name]
+                writer.write(f"{prefix}/{suffix}", msgtype, message.log_time, serialize_message(output))
+            latency_rows.append({"stamp_ns": result.stamp_ns, "log_time_ns": message.log_time,
+                                 **{f"{k}_ms": 1e3 * v for k, v in result.timings_s.items()},
+                                 "total_ms": 1e3 * (result.timings_s["convert"] + result.timings_s["predict"]
+                                                    + result.timings_s["render"])})
+            scores = result.prediction.anomaly.astype(np.float32)
+            label_stamp = truth.match(result.stamp_ns) if truth is not None else None
+            panels = None
+            if truth is not None and label_stamp is None:
+                unmatched_frames.append(result.stamp_ns)
+            if label_stamp is not None:
+                labels = read_binary_labels(truth.paths[label_stamp])
+                if labels.shape != scores.shape:
+                    raise DatasetError(f"label {truth.paths[label_stamp]} is {labels.shape[::-1]} but frame "
+                                       f"{result.stamp_ns} is {scores.shape[::-1]}")
+                truth.used.add(label_stamp)
+                matched.append(result.stamp_ns)
+                name = str(result.stamp_ns)
+                save_npy(frames_dir / f"{name}.npy", scores)
+                write_png(frames_dir / f"{name}.png", labels)
+                if np.any(labels == 1):
+                    auprc = frame_auprc(scores, labels)
+                    badness, title = 1.0 - auprc, f"{name}  AuPRC {100 * auprc:.1f}"
+                    panels = [labels]
+                else:
+                    badness = None
+            elif truth is None:
+                badness = latency_rows[-1]["total_ms"]
+                title = f"{result.stamp_ns}  {badness:.0f} ms"
+                panels = []
+            else:
+                badness = None
+            if panels is not None and badness is not None and args.worst:
+                entry_key = (badness, result.stamp_ns)
+                if len(worst) < args.worst or entry_key > (worst[0].badness, worst[0].stamp_ns):
+                    from m2a_core.visualize import colorize_scores
+
+                    settings = pipeline.render_settings()
+                    pictures = [thumbnail(result.rgb),
+                                thumbnail(colorize_scores(scores, settings.score_min, settings.score_max,
+                                                          settings.colormap))]
+                    pictures += [thumbnail(label_picture(p)) for p in panels]
+                    entry = WorstFrame(badness, result.stamp_ns, title, pictures)
+                    if len(worst) < args.worst:
+                        heapq.heappush(worst, entry)
+                    else:
+                        heapq.heapreplace(worst, entry)
+    except BagTruncated as exc:
+        read_problem = {"position": exc.position, "reason": exc.reason, "frames_read": frames_read}
+    except KeyboardInterrupt:
+        read_problem = {"position": f"frame {frames_read}", "reason": "interrupted", "frames_read": frames_read}
+    finally:
+        progress.close()
+        result_bag = writer.close()
+
+    report: dict = {
+        "bag": str(args.bag), "storage": bag.storage, "image_topic": args.image_topic,
+        "read_by_scanning": bag.scanned, "open_problem": bag.open_problem, "read_problem": read_problem,
+        "frames_read": frames_read, "frames_processed": len(latency_rows),
+        "frames_failed": failures, "failure_examples": failure_examples,
+        "result_bag": str(result_bag), "node_parameters": {k: v for k, v in values.items() if k != "publish"},
+        "outputs": sorted(pipeline.wanted),
+        "latency_ms": {key: percentiles_ms([r[f"{key}_ms"] / 1e3 for r in latency_rows])
+                       for key in ("convert", "predict", "render", "total")},
+    }
+    if truth is not None:
+        report["ground_truth"] = {
+            "labels": len(truth.stamps), "matched_frames": len(matched), "frames_without_label": len(unmatched_frames),
+            "labels_without_frame": len(truth.stamps) - len(truth.used), "tolerance_s": args.match_tolerance,
+            "frames_without_label_stamps": unmatched_frames[:50],
+            "labels_without_frame_stamps": [s for s in truth.stamps if s not in truth.used][:50],
+            "label_read_problem": label_problem,
+        }
+    metrics_markdown = _evaluate(args, truth, matched, frames_dir, out, report)
+    _write_latency(latency_rows, out)
+    if worst:
+        _contact_sheet(sorted(worst, reverse=True), out / "worst_frames.png",
+                       "lowest AuPRC" if truth is not None else "slowest frames")
+    atomic_write_text(out / "report.json", json.dumps(_json_ready(report), indent=2, sort_keys=True) + "\n")
+    markdown = _report_markdown(report, metrics_markdown, bool(worst))
+    atomic_write_text(out / "report.md", markdown)
+    print(markdown, end="")
+    if read_problem:
+        print(f"warning: the bag is damaged; results cover the {frames_read} frames before "
+              f"{read_problem['position']} ({read_problem['reason']})", file=sys.stderr)
+    return 0
+
+
+def _json_ready(value):
+    from m2a_core.metrics.evaluate import json_ready
+
+    return json_ready(value)
+
+
+def _evaluate(args, truth, matched: list[int], frames_dir: Path, out: Path, report: dict) -> str:
+    from m2a_core.cli.eval import score_folder_source, write_results
+    from m2a_core.metrics.evaluate import evaluate_anomaly
+
+    if truth is None:
+        return ""
+    if not matched:
+        report["metrics"] = None
+        return "No frame matched a label: no metrics (see ground_truth in report.json).\n"
+    source = score_folder_source(frames_dir, frames_dir)
+    try:
+        results, curves = evaluate_anomaly(source, track=args.track, threshold=args.threshold,
+                                           skip_without_anomaly=args.skip_without_anomaly)
+    except M2AError as exc:
+        report["metrics"] = None
+        return f"No metrics: {exc}\n"
+    results.update(bag=str(args.bag), image_topic=args.image_topic)
+    report["metrics"] = {k: results.get(k) for k in ("AuPRC", "FPR95", "FPR95_interp", "AUROC", "smiyc_AuPRC",
+                                                     "smiyc_FPR95", "sIoU", "PPV", "mean_F1", "num_frames")}
+    return write_results(results, curves, Path(args.bag).name, out / "metrics.json", out / "curves.png")
+
+
+def _write_latency(rows: list[dict], out: Path) -> None:
+    if not rows:
+        return
+    columns = list(rows[0])
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "latency.csv", buffer.getvalue())
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    from m2a_core.plots import _atomic_savefig
+
+    total = np.array([r["total_ms"] for r in rows])
+    figure, (series, histogram) = pyplot.subplots(1, 2, figsize=(11, 4))
+    try:
+        for key in ("convert_ms", "predict_ms", "render_ms"):
+            series.plot([r[key] for r in rows], label=key[:-3], linewidth=1)
+        series.plot(total, label="total", color="black", linewidth=1.2)
+        series.set(xlabel="frame", ylabel="ms", title="per-frame latency (offline, no DDS)")
+        series.legend()
+        histogram.hist(total, bins=min(50, max(5, len(total) // 2)))
+        histogram.axvline(np.percentile(total, 95), color="red", linestyle=":", label="p95")
+        histogram.set(xlabel="total ms", ylabel="frames", title="latency distribution")
+        histogram.legend()
+        figure.tight_layout()
+        _atomic_savefig(figure, out / "latency.png")
+    finally:
+        pyplot.close(figure)
+
+
+def _contact_sheet(frames: list[WorstFrame], path: Path, what: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    from m2a_core.plots import _atomic_savefig
+
+    columns = max(len(f.panels) for f in frames)
+    names = ["input", "anomaly score", "ground truth (white: anomaly, grey: void)"][:columns]
+    figure, axes = pyplot.subplots(len(frames), columns, figsize=(3.6 * columns, 2.4 * len(frames)), squeeze=False)
+    try:
+        for row, frame in enumerate(frames):
+            for column in range(columns):
+                axis = axes[row][column]
+                axis.axis("off")
+                if column < len(frame.panels):
+                    axis.imshow(frame.panels[column])
+                if row == 0:
+                    axis.set_title(names[column], fontsize=9)
+            axes[row][0].text(0, -0.08, frame.title, transform=axes[row][0].transAxes, fontsize=8, va="top")
+        figure.suptitle(f"worst frames: {what}", fontsize=10)
+        figure.tight_layout(rect=(0, 0, 1, 0.97))
+        _atomic_savefig(figure, path)
+    finally:
+        pyplot.close(figure)
+
+
+def _report_markdown(report: dict, metrics_markdown: str, has_sheet: bool) -> str:
+    lines = [f"# Bag evaluation: {report['bag']} ({report['image_topic']})", ""]
+    if report["read_problem"]:
+        problem = report["read_problem"]
+        lines += [f"**Damaged bag**: reading stopped at {problem['position']} ({problem['reason']}); the results "
+                  f"below cover the {problem['frames_read']} frames read before it.", ""]
+    elif report["read_by_scanning"]:
+        lines += [f"Bag read by scanning (indexed reader failed: {report['open_problem']}).", ""]
+    failed = sum(report["frames_failed"].values())
+    lines += [f"- frames read: {report['frames_read']}, processed: {report['frames_processed']}, failed: {failed}"
+              + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(report['frames_failed'].items()))})" if failed else "")]
+    truth = report.get("ground_truth")
+    if truth:
+        lines += [f"- ground truth: {truth['labels']} labels, {truth['matched_frames']} frames matched within "
+                  f"{truth['tolerance_s']} s, {truth['frames_without_label']} frames without a label, "
+                  f"{truth['labels_without_frame']} labels without a frame"]
+    total = report["latency_ms"]["total"]
+    if total["p50"] is not None:
+        lines += [f"- latency per frame (convert + predict + render, ms): p50 {total['p50']:.1f}, "
+                  f"p95 {total['p95']:.1f}, max {total['max']:.1f} (latency.csv, latency.png)"]
+    lines += [f"- result bag: {report['result_bag']} (outputs: {', '.join(report['outputs'])})"]
+    if has_sheet:
+        lines += ["- worst frames: worst_frames.png"]
+    if metrics_markdown:
+        lines += ["", "## Metrics (percent)", "", metrics_markdown.rstrip()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script ``m2a_bag_eval``: user errors are one line and exit status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except M2AError as exc:
+        print(f"m2a_bag_eval: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
