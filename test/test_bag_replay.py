@@ -1,0 +1,211 @@
+"""m2a_bag_play and m2a_bag_record as separate processes over Fast DDS, and a replay through the real node.
+
+Each test runs on a random ROS_DOMAIN_ID with localhost discovery. Frames are small and few; timing is
+checked only from below (a replay can be late on a busy machine, never early).
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+rclpy = pytest.importorskip("rclpy", reason="ROS 2 rclpy is not installed")
+pytest.importorskip("rosbags", reason="rosbags is not installed")
+
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+
+from m2a_core.checkpoint import save_weights  # noqa: E402
+from m2a_core.predictor import Predictor  # noqa: E402
+from m2a_ros.bags.storage import BagWriter, open_bag  # noqa: E402
+from m2a_ros.conversions import image_to_array  # noqa: E402
+
+from helpers import TINY, make_model, random_image  # noqa: E402
+
+WORKTREE = Path(__file__).resolve().parents[1]
+HEIGHT, WIDTH = 48, 80
+STEP_NS = 100_000_000                      # frames recorded at 10 Hz
+FIRST_STAMP = 1_700_000_000_000_000_000
+STARTUP_TIMEOUT_S = 90.0
+
+
+def stamp(index: int) -> int:
+    return FIRST_STAMP + index * STEP_NS
+
+
+def frame(index: int) -> np.ndarray:
+    return random_image(100 + index, HEIGHT, WIDTH)
+
+
+def write_camera_bag(path: Path, storage: str, frames: int) -> Path:
+    with BagWriter(path, storage) as writer:
+        for index in range(frames):
+            msg = Image()
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp(index), 1_000_000_000)
+            msg.header.frame_id = "camera_optical"
+            msg.height, msg.width, msg.encoding, msg.step = HEIGHT, WIDTH, "rgb8", WIDTH * 3
+            msg.data = frame(index).tobytes()
+            writer.write("/camera/image", "sensor_msgs/msg/Image", stamp(index) + 1_000_000, serialize_message(msg))
+    return path
+
+
+@pytest.fixture()
+def ros_context():
+    """A private DDS domain; the processes started by the test inherit it."""
+    keys = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_BUILTIN_TRANSPORTS", "PYTHONPATH")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(101, 200))
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WORKTREE), saved["PYTHONPATH"]]))
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    try:
+        yield context
+    finally:
+        rclpy.shutdown(context=context)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class Process:
+    def __init__(self, command: list[str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, cwd=WORKTREE)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def wait(self, timeout: float) -> int:
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+
+
+class Listener:
+    """The test's subscriber: every message of one topic with its arrival time."""
+
+    def __init__(self, context, topic: str) -> None:
+        self.node = rclpy.create_node(f"bag_test_listener_{random.randint(0, 10**6)}", context=context)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.received: list[tuple[float, Image]] = []
+        self.lock = threading.Lock()
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        self.node.create_subscription(Image, topic, self._on_message, qos)
+        self.running = True
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _on_message(self, msg: Image) -> None:
+        with self.lock:
+            self.received.append((time.monotonic(), msg))
+
+    def _spin(self) -> None:
+        while self.running:
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join(5)
+        self.node.destroy_node()
+
+
+def module_command(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def stamp_of(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_play_delivers_every_frame_in_order_with_timing(tmp_path, ros_context, storage):
+    frames, rate = 6, 2.0
+    bag = write_camera_bag(tmp_path / "drive", storage, frames)
+    listener = Listener(ros_context, "/front/image")
+    player = Process(module_command("m2a_ros.bags.play", "--bag", str(bag), "--rate", str(rate),
+                                    "--remap", "/camera/image:=/front/image", "--wait-for-subscribers", "1"),
+                     tmp_path / "play.log")
+    try:
+        assert player.wait(STARTUP_TIMEOUT_S) == 0, player.log()
+        deadline = time.monotonic() + 10
+        while len(listener.received) < frames and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        player.stop()
+        listener.close()
+    received = listener.received
+    assert [stamp_of(m) for _, m in received] == [stamp(i) for i in range(frames)], player.log()
+    for index, (_, msg) in enumerate(received):
+        np.testing.assert_array_equal(image_to_array(msg), frame(index))
+    span = received[-1][0] - received[0][0]
+    assert span >= 0.9 * (frames - 1) * STEP_NS * 1e-9 / rate  # recorded spacing / rate, never faster
+    assert f"/camera/image: {frames}" in player.log()
+
+
+def test_replay_through_the_node_process_and_record_its_outputs(tmp_path, ros_context):
+    """Bag -> m2a_bag_play -> m2a_anomaly_node -> m2a_bag_record, all separate processes over DDS."""
+    import yaml
+
+    frames = 5
+    weights = tmp_path / "tiny.safetensors"
+    save_weights(make_model(TINY, 5), weights)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
+        "weights": str(weights), "short_side": 64, "max_size": 128, "publish": ["anomaly"]}}}))
+    bag = write_camera_bag(tmp_path / "drive", "mcap", frames)
+    node = Process(module_command("m2a_ros.anomaly_node", "--ros-args", "--params-file", str(params),
+                                  "-r", "image:=/camera/image"), tmp_path / "node.log")
+    recorder = player = None
+    watcher = rclpy.create_node("bag_test_watcher", context=ros_context)
+    try:
+        recorder = Process(module_command("m2a_ros.bags.record", "--out", str(tmp_path / "outputs"),
+                                          "--topics", "/m2a_anomaly/anomaly", "--discovery-timeout",
+                                          str(STARTUP_TIMEOUT_S)), tmp_path / "record.log")
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        # The node computes an output only for a subscriber: start playing once the recorder is matched.
+        while not watcher.get_subscriptions_info_by_topic("/m2a_anomaly/anomaly"):
+            assert time.monotonic() < deadline, node.log() + recorder.log()
+            time.sleep(0.1)
+        # 0.5 s between frames: the tiny model keeps up on a busy CPU, so no frame is skipped.
+        player = Process(module_command("m2a_ros.bags.play", "--bag", str(bag), "--rate", "0.2",
+                                        "--wait-for-subscribers", "1"), tmp_path / "play.log")
+        assert player.wait(STARTUP_TIMEOUT_S) == 0, player.log()
+        time.sleep(2.0)  # the last frame's inference and delivery
+    finally:
+        for process in (player, recorder, node):
+            if process is not None:
+                process.stop()
+        watcher.destroy_node()
+    outputs = open_bag(tmp_path / "outputs")
+    messages = list(outputs.messages(["/m2a_anomaly/anomaly"]))
+    anomaly = [deserialize_message(m.data, Image) for m in messages]
+    assert [stamp_of(m) for m in anomaly] == [stamp(i) for i in range(frames)], node.log() + recorder.log()
+    predictor = Predictor.from_weights(weights, short_side=64, max_size=128)
+    for index, msg in enumerate(anomaly):
+        np.testing.assert_array_equal(image_to_array(msg), predictor(frame(index)).anomaly.astype(np.float32))
+    assert [m.log_time for m in messages] == sorted(m.log_time for m in messages)
