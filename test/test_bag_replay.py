@@ -5,6 +5,7 @@ checked only from below (a replay can be late on a busy machine, never early).
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -209,3 +210,95 @@ def test_replay_through_the_node_process_and_record_its_outputs(tmp_path, ros_co
     for index, msg in enumerate(anomaly):
         np.testing.assert_array_equal(image_to_array(msg), predictor(frame(index)).anomaly.astype(np.float32))
     assert [m.log_time for m in messages] == sorted(m.log_time for m in messages)
+
+
+def ground_truth(index: int) -> np.ndarray:
+    labels = np.zeros((HEIGHT, WIDTH), np.uint8)
+    labels[10:24, 20 + 4 * index:44 + 4 * index] = 1
+    labels[-2:] = 255
+    return labels
+
+
+def write_labelled_bag(path: Path, frames: int, same_log_time: bool = False) -> Path:
+    with BagWriter(path, "mcap") as writer:
+        for index in range(frames):
+            log_time = stamp(0 if same_log_time else index) + 1_000_000
+            for topic, array, encoding in (("/camera/image", frame(index), "rgb8"),
+                                           ("/ground_truth", ground_truth(index), "mono8")):
+                msg = Image()
+                msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp(index), 1_000_000_000)
+                msg.height, msg.width, msg.encoding = HEIGHT, WIDTH, encoding
+                msg.step = int(array.strides[0])
+                msg.data = array.tobytes()
+                writer.write(topic, "sensor_msgs/msg/Image", log_time, serialize_message(msg))
+    return path
+
+
+@pytest.fixture()
+def running_node(tmp_path, ros_context):
+    """An m2a_anomaly node process on /camera/image (tiny model); yields its weights."""
+    import yaml
+
+    weights = tmp_path / "tiny.safetensors"
+    save_weights(make_model(TINY, 6), weights)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
+        "weights": str(weights), "short_side": 64, "max_size": 128, "threshold": 0.3, "min_instance_area": 10}}}))
+    node = Process(module_command("m2a_ros.anomaly_node", "--ros-args", "--params-file", str(params),
+                                  "-r", "image:=/camera/image"), tmp_path / "node.log")
+    try:
+        yield weights, node
+    finally:
+        node.stop()
+
+
+def test_live_replay_evaluation_equals_offline(tmp_path, running_node):
+    from m2a_core.metrics.evaluate import evaluate_anomaly
+    from m2a_ros.bags.evaluate import main as bag_eval
+
+    weights, node = running_node
+    frames = 4
+    bag = write_labelled_bag(tmp_path / "drive", frames)
+    out = tmp_path / "live"
+    status = bag_eval(["--live", "--bag", str(bag), "--image-topic", "/camera/image", "--labels-topic",
+                       "/ground_truth", "--rate", "0.2", "--discovery-timeout", str(STARTUP_TIMEOUT_S),
+                       "--out", str(out)])
+    assert status == 0, node.log()
+    report = json.loads((out / "report.json").read_text())
+    assert report["live"]["published"] == report["live"]["received"] == frames, node.log()
+    assert report["live"]["skipped"] == 0
+    assert report["ground_truth"]["matched_frames"] == frames
+    latency = (out / "latency.csv").read_text().splitlines()
+    assert len(latency) == frames + 1 and all(float(row.split(",")[-1]) > 0 for row in latency[1:])
+    predictor = Predictor.from_weights(weights, short_side=64, max_size=128)
+    expected, _ = evaluate_anomaly(lambda: ((str(i), predictor(frame(i)).anomaly, ground_truth(i))
+                                            for i in range(frames)))
+    written = json.loads((out / "metrics.json").read_text())
+    for key in ("AuPRC", "FPR95", "AUROC", "sIoU"):
+        assert written[key] == pytest.approx(expected[key], rel=1e-12, abs=1e-12), key
+    # The result bag holds the input frames and the node's outputs placed at the input's log times.
+    result = open_bag(out / "result_bag")
+    inputs = {m.log_time for m in result.messages(["/camera/image"])}
+    for topic in ("/m2a_anomaly/anomaly", "/m2a_anomaly/overlay", "/m2a_anomaly/labels"):
+        assert {m.log_time for m in result.messages([topic])} == inputs, topic
+
+
+def test_live_replay_counts_the_frames_the_node_skips(tmp_path, running_node):
+    from m2a_ros.bags.evaluate import main as bag_eval
+
+    _, node = running_node
+    frames = 10
+    # All frames at one log time: published back to back, faster than any model; the node's newest-frame
+    # worker must skip some of them, and the ones it processes come out in order.
+    bag = write_labelled_bag(tmp_path / "burst", frames, same_log_time=True)
+    out = tmp_path / "live"
+    assert bag_eval(["--live", "--bag", str(bag), "--image-topic", "/camera/image", "--discovery-timeout",
+                     str(STARTUP_TIMEOUT_S), "--drain-timeout", "3", "--out", str(out)]) == 0, node.log()
+    live = json.loads((out / "report.json").read_text())["live"]
+    assert live["published"] == frames
+    assert live["received"] >= 1 and live["skipped"] >= 1
+    assert live["received"] + live["skipped"] == frames
+    assert set(live["skipped_stamps"]) <= {stamp(i) for i in range(frames)}
+    result = open_bag(out / "result_bag")
+    stamps = [stamp_of(deserialize_message(m.data, Image)) for m in result.messages(["/m2a_anomaly/anomaly"])]
+    assert stamps == sorted(stamps) and len(stamps) == live["received"]

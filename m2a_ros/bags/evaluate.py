@@ -64,6 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--match-tolerance", type=float, default=0.005,
                         help="seconds between a frame's and its label's header stamps to pair them")
     parser.add_argument("--worst", type=int, default=6, help="frames in the worst-frames contact sheet")
+    live = parser.add_argument_group("live replay (--live): play the bag into a running node, evaluate what it "
+                                     "publishes")
+    live.add_argument("--live", action="store_true",
+                      help="publish the frames to the running node (--node-name) instead of running the model here")
+    live.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
+    live.add_argument("--publish-topic", help="topic the node subscribes to (default: --image-topic)")
+    live.add_argument("--discovery-timeout", type=float, default=30.0,
+                      help="seconds for the node's subscription and outputs to appear")
+    live.add_argument("--drain-timeout", type=float, default=5.0,
+                      help="seconds to wait for outputs after the last frame")
     _add_metric_arguments(parser)
     return parser
 
@@ -215,25 +225,111 @@ def percentiles_ms(values: list[float]) -> dict[str, float | None]:
             "p95": float(np.percentile(array, 95)), "max": float(array.max())}
 
 
-# The run ----------------------------------------------------------------------------------------------
+# Per-frame results -> report ----------------------------------------------------------------------------
 
 
-def run(args: argparse.Namespace) -> int:
-    from rclpy.serialization import deserialize_message, serialize_message
-    from std_msgs.msg import String
-    from tqdm import tqdm
+class FrameBook:
+    """Everything a run keeps per frame, in bounded memory: latency rows (numbers), ground-truth frames on
+    disk for the metrics, failure counts, and the ``worst`` frames' thumbnails for the contact sheet."""
 
-    from m2a_core.imageio import write_png
-    from m2a_ros.bags.pipeline import IMAGE_TYPES, OUTPUT_TOPICS, FrameFailure, NodePipeline, message_class, node_values
-    from m2a_ros.bags.storage import BagTruncated, BagWriter, open_bag
-    from m2a_ros.outputs import class_info_json
+    def __init__(self, out: Path, truth: GroundTruth | None, worst: int, settings) -> None:
+        self.out, self.truth, self.worst_count, self.settings = out, truth, worst, settings
+        self.frames_dir = out / "frames"
+        if truth is not None:
+            self.frames_dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.frames_dir.glob("*.*"):  # an earlier run's frames must not enter these metrics
+                stale.unlink()
+        self.failures: dict[str, int] = {}
+        self.failure_examples: dict[str, str] = {}
+        self.latency_rows: list[dict] = []
+        self.worst: list[WorstFrame] = []    # min-heap by badness: the root is the first to leave
+        self.matched: list[int] = []
+        self.unmatched_frames: list[int] = []
+
+    def fail(self, kind: str, example: str) -> None:
+        self.failures[kind] = self.failures.get(kind, 0) + 1
+        self.failure_examples.setdefault(kind, example)
+
+    def add(self, stamp_ns: int, scores: np.ndarray, latency_row: dict, rgb) -> None:
+        """One processed frame: ``scores`` float32 [H, W]; ``rgb()`` gives its input picture (called only
+        for frames that enter the contact sheet)."""
+        from m2a_core.imageio import write_png
+
+        self.latency_rows.append({"stamp_ns": stamp_ns, **latency_row})
+        truth = self.truth
+        label_stamp = truth.match(stamp_ns) if truth is not None else None
+        badness = panels = None
+        if truth is None:
+            badness, title, panels = latency_row["total_ms"], f"{stamp_ns}  {latency_row['total_ms']:.0f} ms", []
+        elif label_stamp is None:
+            self.unmatched_frames.append(stamp_ns)
+        else:
+            labels = read_binary_labels(truth.paths[label_stamp])
+            if labels.shape != scores.shape:
+                raise DatasetError(f"label {truth.paths[label_stamp]} is {labels.shape[::-1]} but frame "
+                                   f"{stamp_ns} is {scores.shape[::-1]}")
+            truth.used.add(label_stamp)
+            self.matched.append(stamp_ns)
+            save_npy(self.frames_dir / f"{stamp_ns}.npy", scores)
+            write_png(self.frames_dir / f"{stamp_ns}.png", labels)
+            if np.any(labels == 1):
+                auprc = frame_auprc(scores, labels)
+                badness, title, panels = 1.0 - auprc, f"{stamp_ns}  AuPRC {100 * auprc:.1f}", [labels]
+        if badness is None or not self.worst_count:
+            return
+        if len(self.worst) == self.worst_count and (badness, stamp_ns) <= (self.worst[0].badness,
+                                                                          self.worst[0].stamp_ns):
+            return
+        from m2a_core.visualize import colorize_scores
+
+        s = self.settings
+        pictures = [thumbnail(rgb()), thumbnail(colorize_scores(scores, s.score_min, s.score_max, s.colormap))]
+        pictures += [thumbnail(label_picture(p)) for p in panels]
+        entry = WorstFrame(badness, stamp_ns, title, pictures)
+        if len(self.worst) < self.worst_count:
+            heapq.heappush(self.worst, entry)
+        else:
+            heapq.heapreplace(self.worst, entry)
+
+    def finish(self, args, report: dict, label_problem: str | None = None) -> str:
+        """Metrics, latency table and plot, contact sheet, report.json and report.md; returns the markdown."""
+        truth, out = self.truth, self.out
+        report.update(frames_processed=len(self.latency_rows), frames_failed=self.failures,
+                      failure_examples=self.failure_examples, latency_ms=latency_summary(self.latency_rows))
+        if truth is not None:
+            report["ground_truth"] = {
+                "labels": len(truth.stamps), "matched_frames": len(self.matched),
+                "frames_without_label": len(self.unmatched_frames),
+                "labels_without_frame": len(truth.stamps) - len(truth.used), "tolerance_s": args.match_tolerance,
+                "frames_without_label_stamps": self.unmatched_frames[:50],
+                "labels_without_frame_stamps": [s for s in truth.stamps if s not in truth.used][:50],
+                "label_read_problem": label_problem,
+            }
+        metrics_markdown = _evaluate(args, truth, self.matched, self.frames_dir, out, report)
+        _write_latency(self.latency_rows, out, report.get("latency_title", "per-frame latency"))
+        if self.worst:
+            _contact_sheet(sorted(self.worst, reverse=True), out / "worst_frames.png",
+                           "lowest AuPRC" if truth is not None else "slowest frames")
+        atomic_write_text(out / "report.json", json.dumps(_json_ready(report), indent=2, sort_keys=True) + "\n")
+        markdown = _report_markdown(report, metrics_markdown, bool(self.worst))
+        atomic_write_text(out / "report.md", markdown)
+        return markdown
+
+
+def latency_summary(rows: list[dict]) -> dict[str, dict]:
+    keys = [k for k in (rows[0] if rows else {}) if k.endswith("_ms")]
+    return {k[:-3]: percentiles_ms([r[k] / 1e3 for r in rows if r.get(k) is not None]) for k in keys}
+
+
+def open_inputs(args):
+    """(bag, image msgtype, ground truth, label problem) after checking the arguments."""
+    from m2a_ros.bags.pipeline import IMAGE_TYPES
+    from m2a_ros.bags.storage import open_bag
 
     if args.match_tolerance < 0 or not math.isfinite(args.match_tolerance):
         raise M2AError(f"--match-tolerance must be a finite number >= 0, got {args.match_tolerance}")
     if args.worst < 0:
         raise M2AError(f"--worst must be >= 0, got {args.worst}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     bag = open_bag(args.bag)
     if args.image_topic not in bag.topics:
         raise M2AError(f"{args.bag}: no topic {args.image_topic!r}; it has "
@@ -241,28 +337,40 @@ def run(args: argparse.Namespace) -> int:
     image_type = bag.topics[args.image_topic]
     if image_type not in IMAGE_TYPES:
         raise M2AError(f"{args.image_topic} has type {image_type}; expected sensor_msgs Image or CompressedImage")
-    values = node_values(args.weights, args.params_file, parse_overrides(args.set))
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     tolerance_ns = round(args.match_tolerance * 1e9)
     truth, label_problem = None, None
     if args.labels_topic:
-        truth, label_problem = labels_from_topic(bag, args.labels_topic, out / "ground_truth", tolerance_ns)
+        truth, label_problem = labels_from_topic(bag, args.labels_topic, Path(args.out) / "ground_truth",
+                                                 tolerance_ns)
     elif args.labels_dir:
         truth = labels_from_dir(Path(args.labels_dir), tolerance_ns)
-    pipeline = NodePipeline(values)
-    frames_dir = out / "frames"
-    if truth is not None:
-        frames_dir.mkdir(exist_ok=True)
-        for stale in frames_dir.glob("*.*"):  # an earlier run's frames must not enter this run's metrics
-            stale.unlink()
+    return bag, image_type, truth, label_problem
 
+
+# The offline run --------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.live:
+        from m2a_ros.bags.live import run_live
+
+        return run_live(args)
+    from rclpy.serialization import deserialize_message, serialize_message
+    from std_msgs.msg import String
+    from tqdm import tqdm
+
+    from m2a_ros.bags.pipeline import IMAGE_TYPES, OUTPUT_TOPICS, FrameFailure, NodePipeline, message_class, node_values
+    from m2a_ros.bags.storage import BagTruncated, BagWriter
+    from m2a_ros.outputs import class_info_json
+
+    bag, image_type, truth, label_problem = open_inputs(args)
+    values = node_values(args.weights, args.params_file, parse_overrides(args.set))
+    pipeline = NodePipeline(values)
+    out = Path(args.out)
+    book = FrameBook(out, truth, args.worst, pipeline.render_settings())
     prefix = "/" + args.node_name.strip("/")
     kind, msg_class = IMAGE_TYPES[image_type], message_class(image_type)
-    failures: dict[str, int] = {}
-    failure_examples: dict[str, str] = {}
-    latency_rows: list[dict] = []
-    worst: list[WorstFrame] = []          # a max-heap by badness (negated), at most args.worst frames
-    matched: list[int] = []
-    unmatched_frames: list[int] = []
     read_problem = None
     frames_read = 0
     writer = BagWriter(out / "result_bag", args.storage)
@@ -282,60 +390,16 @@ def run(args: argparse.Namespace) -> int:
                     raise FrameFailure("deserialize", f"{type(exc).__name__}: {exc}") from None
                 result = pipeline.process(kind, msg)
             except FrameFailure as exc:
-                failures[exc.kind] = failures.get(exc.kind, 0) + 1
-                failure_examples.setdefault(exc.kind, f"log time {message.log_time}: {exc}")
+                book.fail(exc.kind, f"log time {message.log_time}: {exc}")
                 continue
             for name, output in result.messages.items():
-                if output is None:
-                    continue
-                suffix, msgtype = OUTPUT_TOPICS[name]
-                writer.write(f"{prefix}/{suffix}", msgtype, message.log_time, serialize_message(output))
-            latency_rows.append({"stamp_ns": result.stamp_ns, "log_time_ns": message.log_time,
-                                 **{f"{k}_ms": 1e3 * v for k, v in result.timings_s.items()},
-                                 "total_ms": 1e3 * (result.timings_s["convert"] + result.timings_s["predict"]
-                                                    + result.timings_s["render"])})
-            scores = result.prediction.anomaly.astype(np.float32)
-            label_stamp = truth.match(result.stamp_ns) if truth is not None else None
-            panels = None
-            if truth is not None and label_stamp is None:
-                unmatched_frames.append(result.stamp_ns)
-            if label_stamp is not None:
-                labels = read_binary_labels(truth.paths[label_stamp])
-                if labels.shape != scores.shape:
-                    raise DatasetError(f"label {truth.paths[label_stamp]} is {labels.shape[::-1]} but frame "
-                                       f"{result.stamp_ns} is {scores.shape[::-1]}")
-                truth.used.add(label_stamp)
-                matched.append(result.stamp_ns)
-                name = str(result.stamp_ns)
-                save_npy(frames_dir / f"{name}.npy", scores)
-                write_png(frames_dir / f"{name}.png", labels)
-                if np.any(labels == 1):
-                    auprc = frame_auprc(scores, labels)
-                    badness, title = 1.0 - auprc, f"{name}  AuPRC {100 * auprc:.1f}"
-                    panels = [labels]
-                else:
-                    badness = None
-            elif truth is None:
-                badness = latency_rows[-1]["total_ms"]
-                title = f"{result.stamp_ns}  {badness:.0f} ms"
-                panels = []
-            else:
-                badness = None
-            if panels is not None and badness is not None and args.worst:
-                entry_key = (badness, result.stamp_ns)
-                if len(worst) < args.worst or entry_key > (worst[0].badness, worst[0].stamp_ns):
-                    from m2a_core.visualize import colorize_scores
-
-                    settings = pipeline.render_settings()
-                    pictures = [thumbnail(result.rgb),
-                                thumbnail(colorize_scores(scores, settings.score_min, settings.score_max,
-                                                          settings.colormap))]
-                    pictures += [thumbnail(label_picture(p)) for p in panels]
-                    entry = WorstFrame(badness, result.stamp_ns, title, pictures)
-                    if len(worst) < args.worst:
-                        heapq.heappush(worst, entry)
-                    else:
-                        heapq.heapreplace(worst, entry)
+                if output is not None:
+                    suffix, msgtype = OUTPUT_TOPICS[name]
+                    writer.write(f"{prefix}/{suffix}", msgtype, message.log_time, serialize_message(output))
+            t = result.timings_s
+            row = {"log_time_ns": message.log_time, **{f"{k}_ms": 1e3 * v for k, v in t.items()},
+                   "total_ms": 1e3 * (t["convert"] + t["predict"] + t["render"])}
+            book.add(result.stamp_ns, result.prediction.anomaly.astype(np.float32), row, lambda r=result: r.rgb)
     except BagTruncated as exc:
         read_problem = {"position": exc.position, "reason": exc.reason, "frames_read": frames_read}
     except KeyboardInterrupt:
@@ -345,31 +409,13 @@ def run(args: argparse.Namespace) -> int:
         result_bag = writer.close()
 
     report: dict = {
-        "bag": str(args.bag), "storage": bag.storage, "image_topic": args.image_topic,
+        "mode": "offline", "bag": str(args.bag), "storage": bag.storage, "image_topic": args.image_topic,
         "read_by_scanning": bag.scanned, "open_problem": bag.open_problem, "read_problem": read_problem,
-        "frames_read": frames_read, "frames_processed": len(latency_rows),
-        "frames_failed": failures, "failure_examples": failure_examples,
-        "result_bag": str(result_bag), "node_parameters": {k: v for k, v in values.items() if k != "publish"},
-        "outputs": sorted(pipeline.wanted),
-        "latency_ms": {key: percentiles_ms([r[f"{key}_ms"] / 1e3 for r in latency_rows])
-                       for key in ("convert", "predict", "render", "total")},
+        "frames_read": frames_read, "result_bag": str(result_bag), "outputs": sorted(pipeline.wanted),
+        "node_parameters": {k: v for k, v in values.items() if k != "publish"},
+        "latency_title": "per-frame latency (offline: convert + predict + render, no DDS)",
     }
-    if truth is not None:
-        report["ground_truth"] = {
-            "labels": len(truth.stamps), "matched_frames": len(matched), "frames_without_label": len(unmatched_frames),
-            "labels_without_frame": len(truth.stamps) - len(truth.used), "tolerance_s": args.match_tolerance,
-            "frames_without_label_stamps": unmatched_frames[:50],
-            "labels_without_frame_stamps": [s for s in truth.stamps if s not in truth.used][:50],
-            "label_read_problem": label_problem,
-        }
-    metrics_markdown = _evaluate(args, truth, matched, frames_dir, out, report)
-    _write_latency(latency_rows, out)
-    if worst:
-        _contact_sheet(sorted(worst, reverse=True), out / "worst_frames.png",
-                       "lowest AuPRC" if truth is not None else "slowest frames")
-    atomic_write_text(out / "report.json", json.dumps(_json_ready(report), indent=2, sort_keys=True) + "\n")
-    markdown = _report_markdown(report, metrics_markdown, bool(worst))
-    atomic_write_text(out / "report.md", markdown)
+    markdown = book.finish(args, report, label_problem)
     print(markdown, end="")
     if read_problem:
         print(f"warning: the bag is damaged; results cover the {frames_read} frames before "
@@ -405,12 +451,12 @@ def _evaluate(args, truth, matched: list[int], frames_dir: Path, out: Path, repo
     return write_results(results, curves, Path(args.bag).name, out / "metrics.json", out / "curves.png")
 
 
-def _write_latency(rows: list[dict], out: Path) -> None:
+def _write_latency(rows: list[dict], out: Path, title: str) -> None:
     if not rows:
         return
-    columns = list(rows[0])
+    columns = list(dict.fromkeys(k for r in rows for k in r))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns, lineterminator="\n", extrasaction="ignore")
+    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / "latency.csv", buffer.getvalue())
@@ -426,9 +472,10 @@ def _write_latency(rows: list[dict], out: Path) -> None:
     figure, (series, histogram) = pyplot.subplots(1, 2, figsize=(11, 4))
     try:
         for key in ("convert_ms", "predict_ms", "render_ms"):
-            series.plot([r[key] for r in rows], label=key[:-3], linewidth=1)
+            if key in rows[0]:
+                series.plot([r[key] for r in rows], label=key[:-3], linewidth=1)
         series.plot(total, label="total", color="black", linewidth=1.2)
-        series.set(xlabel="frame", ylabel="ms", title="per-frame latency (offline, no DDS)")
+        series.set(xlabel="frame", ylabel="ms", title=title)
         series.legend()
         histogram.hist(total, bins=min(50, max(5, len(total) // 2)))
         histogram.axvline(np.percentile(total, 95), color="red", linestyle=":", label="p95")
@@ -484,10 +531,14 @@ def _report_markdown(report: dict, metrics_markdown: str, has_sheet: bool) -> st
         lines += [f"- ground truth: {truth['labels']} labels, {truth['matched_frames']} frames matched within "
                   f"{truth['tolerance_s']} s, {truth['frames_without_label']} frames without a label, "
                   f"{truth['labels_without_frame']} labels without a frame"]
-    total = report["latency_ms"]["total"]
-    if total["p50"] is not None:
-        lines += [f"- latency per frame (convert + predict + render, ms): p50 {total['p50']:.1f}, "
-                  f"p95 {total['p95']:.1f}, max {total['max']:.1f} (latency.csv, latency.png)"]
+    live = report.get("live")
+    if live:
+        lines += [f"- live replay into {live['node']} at rate {live['rate']}: {live['published']} frames published, "
+                  f"{live['received']} outputs received, {live['skipped']} frames skipped by the node"]
+    total = report["latency_ms"].get("total")
+    if total and total["p50"] is not None:
+        lines += [f"- {report['latency_title']}, ms: p50 {total['p50']:.1f}, p95 {total['p95']:.1f}, "
+                  f"max {total['max']:.1f} (latency.csv, latency.png)"]
     lines += [f"- result bag: {report['result_bag']} (outputs: {', '.join(report['outputs'])})"]
     if has_sheet:
         lines += ["- worst frames: worst_frames.png"]
