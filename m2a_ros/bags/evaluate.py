@@ -18,6 +18,9 @@ output building (``m2a_ros.bags.pipeline``). Written to ``--out``:
 - ``latency.csv`` (per frame) and ``latency.png``; ``worst_frames.png``: the frames with the lowest AuPRC
   (the slowest without ground truth) as a contact sheet.
 
+``--live`` plays the bag into a running node instead and evaluates what it publishes, with the frames it
+skipped and the end-to-end latency (``m2a_ros.bags.live``).
+
 Memory stays bounded on long bags: frames stream through; only frames with ground truth are kept, on
 disk (``frames/<stamp>.npy`` scores and ``.png`` labels, the layout ``m2a eval scores`` reads).
 """
@@ -30,22 +33,27 @@ import heapq
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from m2a_core.cli.eval import (
+    _add_metric_arguments,
+    _save_npy,
+    atomic_write_text,
+    read_binary_labels,
+    score_folder_source,
+    write_results,
+)
 from m2a_core.errors import DatasetError, M2AError
+from m2a_core.metrics.evaluate import evaluate_anomaly, json_ready
 
 LABEL_VALUES = (0, 1, 255)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from m2a_core.cli.eval import _add_metric_arguments
-
     parser = argparse.ArgumentParser(
         prog="m2a_bag_eval", description="Run the m2a_anomaly node's processing over a bag: result bag, metrics, "
                                          "latency and worst frames.")
@@ -91,12 +99,6 @@ def parse_overrides(items: list[str]) -> dict[str, object]:
 
 
 # Ground truth -----------------------------------------------------------------------------------------
-
-
-def read_binary_labels(path: Path) -> np.ndarray:
-    from m2a_core.cli.eval import read_binary_labels as read
-
-    return read(path)
 
 
 @dataclass
@@ -200,23 +202,6 @@ def frame_auprc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(accumulator.compute()["AuPRC"])
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    from m2a_core.cli.eval import atomic_write_text as write
-
-    write(path, text)
-
-
-def save_npy(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def percentiles_ms(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"mean": None, "p50": None, "p95": None, "max": None}
@@ -270,7 +255,7 @@ class FrameBook:
                                    f"{stamp_ns} is {scores.shape[::-1]}")
             truth.used.add(label_stamp)
             self.matched.append(stamp_ns)
-            save_npy(self.frames_dir / f"{stamp_ns}.npy", scores)
+            _save_npy(self.frames_dir / f"{stamp_ns}.npy", scores)
             write_png(self.frames_dir / f"{stamp_ns}.png", labels)
             if np.any(labels == 1):
                 auprc = frame_auprc(scores, labels)
@@ -310,7 +295,7 @@ class FrameBook:
         if self.worst:
             _contact_sheet(sorted(self.worst, reverse=True), out / "worst_frames.png",
                            "lowest AuPRC" if truth is not None else "slowest frames")
-        atomic_write_text(out / "report.json", json.dumps(_json_ready(report), indent=2, sort_keys=True) + "\n")
+        atomic_write_text(out / "report.json", json.dumps(json_ready(report), indent=2, sort_keys=True) + "\n")
         markdown = _report_markdown(report, metrics_markdown, bool(self.worst))
         atomic_write_text(out / "report.md", markdown)
         return markdown
@@ -423,16 +408,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _json_ready(value):
-    from m2a_core.metrics.evaluate import json_ready
-
-    return json_ready(value)
-
-
 def _evaluate(args, truth, matched: list[int], frames_dir: Path, out: Path, report: dict) -> str:
-    from m2a_core.cli.eval import score_folder_source, write_results
-    from m2a_core.metrics.evaluate import evaluate_anomaly
-
     if truth is None:
         return ""
     if not matched:

@@ -94,6 +94,8 @@ def open_bag(path: str | os.PathLike) -> Bag:
             problem = str(exc)
     elif path.is_dir():
         problem = "no metadata.yaml (recording interrupted?)"
+    else:
+        problem = "a lone storage file (no metadata.yaml beside it)"
     storage = _storage_of(path)
     file = _storage_file(path, ".mcap" if storage == "mcap" else ".db3")
     topics = _scan_mcap_topics(file) if storage == "mcap" else _sqlite_topics(file)
