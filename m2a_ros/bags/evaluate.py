@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--node-name", default="m2a_anomaly", help="node name the output topics go under")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="result bag storage")
+    parser.add_argument("--compress", action="store_true", help="zstd-compressed result bag (mcap only)")
     parser.add_argument("--match-tolerance", type=float, default=0.005,
                         help="seconds between a frame's and its label's header stamps to pair them")
     parser.add_argument("--worst", type=int, default=6, help="frames in the worst-frames contact sheet")
@@ -358,7 +359,7 @@ def run(args: argparse.Namespace) -> int:
     kind, msg_class = IMAGE_TYPES[image_type], message_class(image_type)
     read_problem = None
     frames_read = 0
-    writer = BagWriter(out / "result_bag", args.storage)
+    writer = BagWriter(out / "result_bag", args.storage, args.compress)
     progress = tqdm(total=bag.counts.get(args.image_topic), desc="frames", unit="frame")
     try:
         for message in bag.messages([args.image_topic]):

@@ -63,7 +63,7 @@ def run_live(args) -> int:
     pending: dict[int, list] = {}      # input stamp -> [publish wall time, log time, data or None]
     log_times: dict[int, int] = {}     # input stamp -> log time, to place outputs in the result bag
     received: set[int] = set()
-    writer = BagWriter(out / "result_bag", args.storage)
+    writer = BagWriter(out / "result_bag", args.storage, args.compress)
 
     def rgb_of(data: bytes | None):
         def rgb() -> np.ndarray:

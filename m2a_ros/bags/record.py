@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="bag folder to write (replaced when complete)")
     parser.add_argument("--topics", nargs="+", required=True, help="topics to record")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    parser.add_argument("--compress", action="store_true", help="zstd-compressed chunks (mcap only)")
     parser.add_argument("--duration", type=float, default=0.0, help="seconds to record (0: until Ctrl-C)")
     parser.add_argument("--max-messages", type=int, default=0, help="stop after this many messages (0: no limit)")
     parser.add_argument("--discovery-timeout", type=float, default=10.0,
@@ -106,7 +107,7 @@ def _run(args: argparse.Namespace, ros_args: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     writer = None
     try:
-        writer = BagWriter(args.out, args.storage)
+        writer = BagWriter(args.out, args.storage, args.compress)
         recorder = BagRecorder(node, list(args.topics), writer.write, args.discovery_timeout, args.depth,
                                spin=lambda: executor.spin_once(timeout_sec=0.0))
         print(f"recording {', '.join(args.topics)} to {args.out}", flush=True)

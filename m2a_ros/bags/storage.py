@@ -299,22 +299,28 @@ def _register_from_share(typestore, msgtype: str) -> None:
 class BagWriter:
     """A rosbag2 bag written message by message (serialized data), topics added on first use.
 
-    Written under ``<path>.partial`` and renamed to ``path`` on close, so an existing bag at ``path`` is
-    replaced only by a complete one; ``close`` runs on errors too (what was written is kept).
+    Written under ``.<name>.partial/<name>`` beside ``path`` and moved to ``path`` on close, so an existing
+    bag at ``path`` is replaced only by a complete one (and the storage file keeps the bag's name);
+    ``close`` runs on errors too (what was written is kept).
     """
 
-    def __init__(self, path: str | os.PathLike, storage: str = "mcap") -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
+    def __init__(self, path: str | os.PathLike, storage: str = "mcap", compress: bool = False) -> None:
+        from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
         if storage not in STORAGES:
             raise M2AError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
+        if compress and storage != "mcap":
+            raise M2AError("compression is available for mcap bags (zstd chunks), not sqlite3")
         self.path = Path(path)
-        self.partial = self.path.with_name(self.path.name + ".partial")
-        if self.partial.exists():
-            shutil.rmtree(self.partial)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.partial_root = self.path.parent / f".{self.path.name}.partial"
+        if self.partial_root.exists():
+            shutil.rmtree(self.partial_root)
+        self.partial_root.mkdir(parents=True)
+        self.partial = self.partial_root / self.path.name
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         self.writer = Writer(self.partial, version=9, storage_plugin=plugin)
+        if compress:  # zstd chunks inside the mcap file, as 'ros2 bag record' writes by default
+            self.writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
         self.writer.open()
         self.typestore = _typestore()
         self.connections: dict[str, object] = {}
@@ -338,6 +344,7 @@ class BagWriter:
         if self.path.exists():
             shutil.rmtree(self.path)
         os.replace(self.partial, self.path)
+        shutil.rmtree(self.partial_root)
         return self.path
 
     def __enter__(self) -> BagWriter:
