@@ -10,7 +10,6 @@ Metrics use the ``anomaly`` maps the node published, matched to ground truth as 
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -32,7 +31,6 @@ def _stamp_ns(msg) -> int | None:
 
 
 def run_live(args) -> int:
-    os.environ.setdefault("AMENT_PREFIX_PATH", os.environ.get("VIRTUAL_ENV", ""))
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy

@@ -8,7 +8,6 @@ to ``NodePipeline`` which carries the attributes they read (``predictor``, ``val
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,24 +81,16 @@ class FrameFailure(Exception):
         self.kind = kind
 
 
-def _node_class():
-    os.environ.setdefault("AMENT_PREFIX_PATH", os.environ.get("VIRTUAL_ENV", ""))
-    from m2a_ros.anomaly_node import AnomalyNode
-
-    return AnomalyNode
-
-
 class NodePipeline:
     """Frames -> the node's output messages, with the node's predictor and parameters."""
 
     def __init__(self, values: dict[str, object]) -> None:
-        from m2a_ros.anomaly_node import StartupError, load_predictor, vision_msgs_available
+        from m2a_ros.anomaly_node import AnomalyNode, StartupError, load_predictor, vision_msgs_available
         from m2a_ros.parameters import OUTPUTS
 
-        node = _node_class()
-        self._request_open_set = node.request_open_set
-        self._render_outputs = node.render_outputs
-        self._render_settings = node.render_settings
+        self._request_open_set = AnomalyNode.request_open_set
+        self._render_outputs = AnomalyNode.render_outputs
+        self._render_settings = AnomalyNode.render_settings
         self.values = dict(values)
         self.openset_score = "anomaly"
         try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -153,7 +152,6 @@ def _run(args: argparse.Namespace, ros_args: list[str]) -> int:
     if unknown:
         raise M2AError(f"{args.bag}: no topic {unknown[0]!r}; it has {', '.join(sorted(bag.topics))}")
     remaps = parse_remaps(args.remap)
-    os.environ.setdefault("AMENT_PREFIX_PATH", os.environ.get("VIRTUAL_ENV", ""))
     import rclpy
     from rclpy.executors import ExternalShutdownException
 

@@ -12,7 +12,6 @@ the bag is complete (metadata written) in every case.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -94,7 +93,6 @@ def _run(args: argparse.Namespace, ros_args: list[str]) -> int:
 
     if args.duration < 0 or args.max_messages < 0 or args.depth < 1:
         raise M2AError("--duration and --max-messages must be >= 0, --depth >= 1")
-    os.environ.setdefault("AMENT_PREFIX_PATH", os.environ.get("VIRTUAL_ENV", ""))
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
