@@ -302,3 +302,24 @@ def test_live_replay_counts_the_frames_the_node_skips(tmp_path, running_node):
     result = open_bag(out / "result_bag")
     stamps = [stamp_of(deserialize_message(m.data, Image)) for m in result.messages(["/m2a_anomaly/anomaly"])]
     assert stamps == sorted(stamps) and len(stamps) == live["received"]
+
+
+def test_play_loops_and_stops_at_a_damaged_bag(tmp_path):
+    from m2a_ros.bags.play import play
+
+    frames = 4
+    bag = write_camera_bag(tmp_path / "drive", "mcap", frames)
+    published: list[tuple[str, bytes]] = []
+    stats = play(open_bag(bag), lambda topic, data: published.append((topic, data)), rate=50.0, loop=True,
+                 should_stop=lambda: len(published) >= 3 * frames)
+    originals = [m.data for m in open_bag(bag).messages(["/camera/image"])]
+    assert [data for _, data in published] == originals * 3  # byte-identical, in order, loop after loop
+    assert stats.problem is None and stats.published == {"/camera/image": 3 * frames}
+
+    mcap = next(bag.glob("*.mcap"))
+    with open(mcap, "r+b") as handle:
+        handle.truncate(mcap.stat().st_size * 6 // 10)
+    published.clear()
+    stats = play(open_bag(bag), lambda topic, data: published.append((topic, data)), rate=50.0, loop=True)
+    assert 0 < len(published) < frames and [d for _, d in published] == originals[:len(published)]
+    assert "truncated" in stats.problem  # a damaged bag is played once, up to the damage, then reported
