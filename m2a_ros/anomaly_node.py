@@ -119,7 +119,11 @@ class AnomalyNode(LifecycleNode):
         self._last_accepted = 0.0
         self._lock = threading.Lock()
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", diagnostics_qos())
-        self.diagnostics_timer = self.create_timer(self.values["diagnostics_period"], self.publish_diagnostics)
+        # A bad period must not crash the constructor: configure reports it as a bad parameter.
+        period = self.values["diagnostics_period"]
+        if validate("diagnostics_period", period) is not None:
+            period = DEFAULTS["diagnostics_period"]
+        self.diagnostics_timer = self.create_timer(period, self.publish_diagnostics)
 
     # Parameters -------------------------------------------------------------------------------------------
 
@@ -221,6 +225,7 @@ class AnomalyNode(LifecycleNode):
         self.subscriptions_ = [self.create_subscription(
             Image, "image", lambda msg: self._on_frame("raw", msg), camera_input_qos())]
         if self.values["compressed_input"]:
+            # image_transport's naming: '<resolved image topic>/compressed', so one remap of 'image' moves both.
             topic = self.resolve_topic_name("image") + "/compressed"
             self.subscriptions_.append(self.create_subscription(
                 CompressedImage, topic, lambda msg: self._on_frame("compressed", msg), camera_input_qos()))

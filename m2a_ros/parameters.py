@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # the backend says which of these it supports
 OUTPUTS = ("anomaly", "anomaly_color", "labels", "labels_color", "overlay", "unknown_instances", "detections")
 
 
@@ -28,13 +28,14 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("weights", "", "model weights: .safetensors (torch) or an 'm2a export' .onnx (onnxruntime, tensorrt)"),
     Parameter("backend", "torch", "network backend: torch, onnxruntime or tensorrt"),
     Parameter("device", "cpu", "device: cpu, cuda, cuda:N"),
-    Parameter("precision", "fp32", "network precision: fp32 or fp16 (backends that support it)"),
+    Parameter("precision", "fp32", "network precision: fp32, fp16, bf16 (torch) or int8 (tensorrt); an unsupported "
+              "one is a configure error"),
     Parameter("short_side", 1024, "inference resolution: short side resized to this (0: the camera's size)"),
     Parameter("max_size", 2048, "inference resolution: long side at most this (0: no limit)"),
     Parameter("tta", False, "average the anomaly score with the horizontally flipped view (2x the network time)"),
     Parameter("refine", True, "apply the paper's refinement mask to the anomaly score"),
-    Parameter("threshold", 0.5, "anomaly score at or above which a pixel is 'unknown' (labels, instances, "
-              "overlay contours)", runtime=True),
+    Parameter("threshold", 0.5, "anomaly score at or above which a pixel is labelled unknown (254) in ~/labels",
+              runtime=True),
     Parameter("calibration_file", "", "'m2a calibrate' output ('auto': the one beside the weights); when set, its "
               "threshold replaces 'threshold' on configure (a later 'threshold' change overrides it)"),
     Parameter("panoptic_resolution", "mask", "unknown-instance mining at 'mask' (1/4 side, fast) or 'full' "

@@ -23,10 +23,14 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV"
   "$PY" -m venv "$VENV"
 fi
-pip_install() { "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@"; }
+# This machine's pip configuration names local wheel folders that may not exist; drop that noise only.
+pip_install() {
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" 2>&1 \
+    | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
 
 stamp="$VENV/.m2a-setup-stamp"
-want="$(cat setup.py scripts/setup.sh | sha256sum | cut -c1-16)"
+want="$(cat setup.py setup.cfg pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
    && "$VENV/bin/python" -c "import torch, rclpy, m2a_core" 2>/dev/null; then
   echo "[setup] $VENV is up to date"

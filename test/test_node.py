@@ -188,6 +188,7 @@ class Harness:
             self.diagnostics.extend(s for s in msg.status if self.node_name.strip("/") in s.name)
 
     def latest_diagnostics(self) -> tuple[int, str, dict[str, str]]:
+        self.wait_for(lambda: self.diagnostics, 10, "a /diagnostics message from the node")
         with self.lock:
             status = self.diagnostics[-1]
         return status.level[0], status.message, {kv.key: kv.value for kv in status.values}
@@ -360,12 +361,14 @@ def test_outputs_equal_the_library_for_every_input_kind(running, expected):
     info = json.loads(harness.class_info[-1])
     assert info["names"] == list(CITYSCAPES.names) and info["unknown_id"] == UNKNOWN_ID
     assert [tuple(c) for c in info["colors"]] == list(CITYSCAPES.colors)
+    # Diagnostics come every 0.2 s: wait for one that has seen the three frames.
+    harness.wait_for(lambda: int(harness.latest_diagnostics()[2]["frames processed"]) >= 3, 5,
+                     "diagnostics counting the three frames")
     level, message, values = harness.latest_diagnostics()
     for key in ("backend", "device", "model", "input rate (Hz)", "processed rate (Hz)", "frames skipped (busy)",
                 "latency p50 (ms)", "latency p95 (ms)", "inference p50 (ms)"):
         assert key in values, key
     assert values["backend"] == "torch" and values["device"] == "cpu" and values["model"] == "tiny.safetensors"
-    assert int(values["frames processed"]) >= 3
 
 
 def _bad_frames(header: Header) -> list[tuple[str, object, str]]:
@@ -528,6 +531,7 @@ def test_lifecycle_supervisor_loads_the_model_before_driving(ros_env, weights, t
     ({"backend": "caffe"}, "backend must be one of torch, onnxruntime, tensorrt"),
     ({"threshold": "high"}, "threshold must be a float"),
     ({"overlay_alpha": 3.0}, "overlay_alpha must be in [0, 1]"),
+    ({"diagnostics_period": -1.0}, "diagnostics_period must be > 0"),
     ({"backend": "tensorrt"}, "the tensorrt backend needs NVIDIA TensorRT"),
     ({"calibration_file": "OTHER"}, "was made for other weights"),
     ({"calibration_file": "/no/such.json"}, "no calibration file /no/such.json"),
@@ -546,3 +550,44 @@ def test_startup_failures_are_one_clear_line_and_nonzero_exit(ros_env, weights, 
     fatal = [line for line in log.splitlines() if "FATAL" in line]
     assert len(fatal) == 1 and message in fatal[0], log
     assert "Traceback" not in log
+
+
+def test_outputs_nobody_receives_are_not_computed(ros_env, weights):
+    """In process: the open-set work the predictor is asked for follows the subscriptions and 'publish'."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter as RosParameter
+
+    from m2a_ros.anomaly_node import AnomalyNode
+
+    node = AnomalyNode("m2a_wanted", context=ros_env, parameter_overrides=[
+        RosParameter("weights", value=str(weights)), RosParameter("autostart", value=False),
+        RosParameter("publish", value=["anomaly", "labels", "unknown_instances"])])
+    listener = rclpy.create_node("m2a_wanted_listener", context=ros_env)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.wanted_outputs() == set()
+
+        def listen(topic: str, expected: set[str], kind=Image) -> set[str]:
+            listener.create_subscription(kind, f"/m2a_wanted/{topic}", lambda m: None, output_qos())
+            deadline = time.time() + 10
+            while time.time() < deadline and node.wanted_outputs() != expected:
+                time.sleep(0.02)
+            wanted = node.wanted_outputs()
+            node.request_open_set(wanted)
+            return wanted
+
+        assert listen("anomaly", {"anomaly"}) == {"anomaly"}
+        assert node.predictor.options.openset_threshold is None and not node.predictor.options.panoptic
+        assert listen("labels", {"anomaly", "labels"}) == {"anomaly", "labels"}
+        assert node.predictor.options.openset_threshold == 0.5 and not node.predictor.options.panoptic
+        # overlay is subscribed but not in 'publish': still not computed
+        listener.create_subscription(Image, "/m2a_wanted/overlay", lambda m: None, output_qos())
+        everything = {"anomaly", "labels", "unknown_instances"}
+        assert listen("unknown_instances", everything, MarkerArray) == everything
+        time.sleep(0.3)  # the overlay subscription has long been discovered: still not wanted
+        assert node.wanted_outputs() == everything
+        assert node.predictor.options.panoptic
+    finally:
+        listener.destroy_node()
+        node._stop_input()
+        node.destroy_node()

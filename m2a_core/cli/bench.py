@@ -5,13 +5,8 @@ import argparse
 from importlib import import_module
 
 # Each module exposes add_bench_parser(subparsers).
-BENCHES = (
-    "m2a_core.benchmarks.model",
-    "m2a_core.benchmarks.infer",
-    "m2a_core.benchmarks.metrics",
-    "m2a_core.benchmarks.openset",
-    "m2a_core.benchmarks.ros_node",
-)
+BENCHES = ("m2a_core.benchmarks.model", "m2a_core.benchmarks.infer", "m2a_core.benchmarks.metrics",
+           "m2a_core.benchmarks.openset", "m2a_core.benchmarks.ros_node")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

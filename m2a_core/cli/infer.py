@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from m2a_core.backends import BACKENDS
 from m2a_core.errors import M2AError
 from m2a_core.imageio import read_rgb, write_npz, write_png
 from m2a_core.visualize import anomaly_overlay, colorize_scores
@@ -15,8 +16,13 @@ from m2a_core.visualize import anomaly_overlay, colorize_scores
 
 def add_predictor_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by every command that runs the predictor."""
-    parser.add_argument("--weights", required=True, help="m2a weights file (.safetensors; see 'm2a convert')")
+    parser.add_argument("--weights", required=True,
+                        help="m2a weights (.safetensors, see 'm2a convert'), or an 'm2a export' .onnx for the "
+                             "onnxruntime and tensorrt backends")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (default cpu)")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16", "int8"), default="fp32",
+                        help="torch: fp32, bf16, fp16 (CUDA); tensorrt: fp32, fp16, int8")
     parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped view (official)")
     parser.add_argument("--no-refine", action="store_true", help="skip the refinement mask (deviation)")
     parser.add_argument("--short-side", type=int, default=1024,
@@ -36,7 +42,8 @@ def build_predictor(args: argparse.Namespace):
         if not torch.cuda.is_available():
             raise M2AError(f"--device {device} asked for, but CUDA is not available on this machine")
     predictor = Predictor.from_weights(
-        args.weights, device=device, tta=args.tta, refine=not args.no_refine,
+        args.weights, device=device, backend=args.backend, precision=args.precision, tta=args.tta,
+        refine=not args.no_refine,
         short_side=args.short_side or None, max_size=args.max_size or None, resize=args.resize)
     openset = openset_options(args, predictor.config.classes, predictor.options)
     if openset:
