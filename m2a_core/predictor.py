@@ -7,6 +7,7 @@ exactly; every deviation (other input sizes, device-side resize, no refinement) 
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,11 +92,21 @@ class Predictor:
         self.options = options or PredictorOptions()
         self.config = backend.config
         self.class_set: ClassSet = get_class_set(self.config.classes)
-        self.refinement = RefinementParams(
+        self._refinement_params = RefinementParams(
             class_ids=self.config.refine_class_ids,
             score_threshold=self.config.refine_score_threshold,
             mask_threshold=self.config.refine_mask_threshold,
-        ) if self.options.refine else None
+        )
+
+    @property
+    def refinement(self) -> RefinementParams | None:
+        """The refinement of the default options (None without ``refine``)."""
+        return self._refinement_params if self.options.refine else None
+
+    def resolve_options(self, options: PredictorOptions | None = None, **overrides) -> PredictorOptions:
+        """The options one call runs with: ``options`` (default: ``self.options``) with ``overrides`` replaced."""
+        options = self.options if options is None else options
+        return dataclasses.replace(options, **overrides) if overrides else options
 
     @classmethod
     def from_weights(cls, path: str | Path, device: torch.device | str = "cpu", backend: str = "torch",
@@ -108,26 +119,35 @@ class Predictor:
     def device(self) -> torch.device:
         return self.backend.device
 
-    def __call__(self, image: np.ndarray) -> Prediction:
-        return self.predict_batch([image])[0]
+    def __call__(self, image: np.ndarray, options: PredictorOptions | None = None, **overrides) -> Prediction:
+        """One image; ``options`` / keyword ``overrides`` (e.g. ``panoptic=True``) apply to this call only."""
+        return self.predict_batch([image], options, **overrides)[0]
 
-    def predict_batch(self, images: list[np.ndarray]) -> list[Prediction]:
-        """Images of the same size run as one network batch; others one by one (padding is per batch)."""
+    def predict_batch(self, images: list[np.ndarray], options: PredictorOptions | None = None,
+                      **overrides) -> list[Prediction]:
+        """Images of the same size run as one network batch; others one by one (padding is per batch).
+
+        ``options`` (a whole ``PredictorOptions``) and keyword ``overrides`` of its fields apply to this call
+        only: ``self.options`` is not changed, so threads sharing a predictor may each ask for other outputs.
+        """
+        options = self.resolve_options(options, **overrides)
         results: list[Prediction | None] = [None] * len(images)
         groups: dict[tuple[int, int], list[int]] = {}
         for index, image in enumerate(images):
             groups.setdefault(check_image(image).shape[:2], []).append(index)
         for indices in groups.values():
-            for index, prediction in zip(indices, self._predict_same_size([images[i] for i in indices]),
+            for index, prediction in zip(indices, self._predict_same_size([images[i] for i in indices], options),
                                          strict=True):
                 results[index] = prediction
         return results  # type: ignore[return-value]
 
-    def preprocess(self, images: list[np.ndarray]) -> tuple[torch.Tensor, tuple[int, int]]:
+    def preprocess(self, images: list[np.ndarray],
+                   options: PredictorOptions | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
         """Same-size uint8 RGB images -> (normalised padded batch, resized unpadded size)."""
+        options = self.options if options is None else options
         height, width = images[0].shape[:2]
-        size = resized_shape(height, width, self.options.short_side, self.options.max_size)
-        if self.options.resize == "pil":
+        size = resized_shape(height, width, options.short_side, options.max_size)
+        if options.resize == "pil":
             tensors = [to_tensor(resize_pil(im, size), self.device) for im in images]
         else:
             tensors = [resize_tensor(to_tensor(im, self.device), size) for im in images]
@@ -136,14 +156,17 @@ class Predictor:
         return batch, size
 
     def postprocess(self, pred_logits: torch.Tensor, pred_masks: torch.Tensor, padded_size: tuple[int, int],
-                    input_size: tuple[int, int], output_size: tuple[int, int]) -> AnomalyMaps:
-        return anomaly_maps(pred_logits, pred_masks, padded_size, input_size, output_size, self.refinement)
+                    input_size: tuple[int, int], output_size: tuple[int, int],
+                    options: PredictorOptions | None = None) -> AnomalyMaps:
+        options = self.options if options is None else options
+        refinement = self._refinement_params if options.refine else None
+        return anomaly_maps(pred_logits, pred_masks, padded_size, input_size, output_size, refinement)
 
-    def _openset_outputs(self, prediction: Prediction, maps: AnomalyMaps, anomaly: torch.Tensor,
-                         pred_logits: torch.Tensor, pred_masks: torch.Tensor, padded_size: tuple[int, int],
-                         input_size: tuple[int, int], output_size: tuple[int, int]) -> None:
+    def _openset_outputs(self, options: PredictorOptions, prediction: Prediction, maps: AnomalyMaps,
+                         anomaly: torch.Tensor, pred_logits: torch.Tensor, pred_masks: torch.Tensor,
+                         padded_size: tuple[int, int], input_size: tuple[int, int],
+                         output_size: tuple[int, int]) -> None:
         """Open-set labels and panoptic segments on the device, only when the options ask for them."""
-        options = self.options
         if options.openset_threshold is not None:
             score = anomaly if options.openset_score == "anomaly" else maps.anomaly_no_refine
             prediction.labels = openset_semantic(maps.semseg, score, options.openset_threshold,
@@ -155,25 +178,25 @@ class Predictor:
             prediction.segments = result.segments
 
     @torch.inference_mode()
-    def _predict_same_size(self, images: list[np.ndarray]) -> list[Prediction]:
+    def _predict_same_size(self, images: list[np.ndarray], options: PredictorOptions) -> list[Prediction]:
         output_size = images[0].shape[:2]
-        views = images + ([np.ascontiguousarray(im[:, ::-1]) for im in images] if self.options.tta else [])
+        views = images + ([np.ascontiguousarray(im[:, ::-1]) for im in images] if options.tta else [])
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         t0 = time.perf_counter()
-        batch, input_size = self.preprocess(views)
+        batch, input_size = self.preprocess(views, options)
         sync()
         t1 = time.perf_counter()
         pred_logits, pred_masks = self.backend.run(batch)
         sync()
         t2 = time.perf_counter()
         padded_size = (int(batch.shape[2]), int(batch.shape[3]))
-        maps = [self.postprocess(pred_logits[i], pred_masks[i], padded_size, input_size, output_size)
+        maps = [self.postprocess(pred_logits[i], pred_masks[i], padded_size, input_size, output_size, options)
                 for i in range(len(views))]
         results = []
         n = len(images)
         for i in range(n):
             anomaly = maps[i].anomaly
-            if self.options.tta:
+            if options.tta:
                 anomaly = (anomaly + maps[n + i].anomaly.flip(-1)) / 2.0
             prediction = Prediction(
                 anomaly=anomaly.float().cpu().numpy(),
@@ -183,7 +206,7 @@ class Predictor:
                 pred_masks=pred_masks[i].float().cpu().numpy(),
                 num_refine=maps[i].num_refine,
             )
-            self._openset_outputs(prediction, maps[i], anomaly, pred_logits[i], pred_masks[i], padded_size,
+            self._openset_outputs(options, prediction, maps[i], anomaly, pred_logits[i], pred_masks[i], padded_size,
                                   input_size, output_size)
             results.append(prediction)
         sync()

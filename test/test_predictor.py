@@ -89,3 +89,32 @@ def test_from_weights_on_disk(tiny_config, tmp_path):
     direct = Predictor(TorchBackend(model), PredictorOptions(short_side=None))
     image = random_image(0, 64, 64)
     np.testing.assert_array_equal(predictor(image).anomaly, direct(image).anomaly)
+
+
+def test_per_call_options_equal_a_predictor_built_with_them(tiny_config):
+    """predictor(image, **overrides) / options=: as a predictor made with those options; its own stay unchanged."""
+    base = PredictorOptions(short_side=None)
+    shared = Predictor(TorchBackend(make_model(tiny_config, 7, 8)), base)
+    image = random_image(8, 64, 96)
+    cases = [{"openset_threshold": 0.3, "panoptic": True, "panoptic_resolution": "mask"},
+             {"refine": False}, {"tta": True, "openset_threshold": 0.2, "openset_score": "anomaly_no_refine"}]
+    for overrides in cases:
+        expected = Predictor(shared.backend, PredictorOptions(short_side=None, **overrides))(image)
+        by_keywords = shared(image, **overrides)
+        by_options = shared.predict_batch([image], options=PredictorOptions(short_side=None, **overrides))[0]
+        for got in (by_keywords, by_options):
+            np.testing.assert_array_equal(got.anomaly, expected.anomaly)
+            np.testing.assert_array_equal(got.anomaly_no_refine, expected.anomaly_no_refine)
+            assert got.num_refine == expected.num_refine
+            for name in ("labels", "instances"):
+                if getattr(expected, name) is None:
+                    assert getattr(got, name) is None, name
+                else:
+                    np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
+            assert got.segments == expected.segments
+        assert shared.options == base
+    plain = shared(image)
+    assert plain.labels is None and plain.instances is None and plain.segments is None
+    assert shared.resolve_options(refine=False).refine is False and shared.resolve_options() is base
+    with pytest.raises(ValueError, match="openset_score must be"):
+        shared(image, openset_score="semseg")
