@@ -7,20 +7,19 @@ and a configure failure (missing weights, unusable backend, bad parameters) is o
 status 1.
 
 The node only wires topics to library calls: ``m2a_ros.conversions`` (messages <-> numpy),
-``m2a_core.predictor`` (the model, with its opt-in ``m2a_core.openset`` labels and unknown instances),
-``m2a_ros.outputs`` (pictures, markers, detections). Inference runs on a ``LatestFrameWorker`` thread: the
-executor never blocks, the newest frame is always the next one processed, and frames replaced while the
-model is busy are counted as skipped, never queued.
+``m2a_ros.node_predictor`` (the ``m2a_core`` predictor its parameters describe, and the per-call open-set
+request: ``m2a_core.openset`` labels and unknown instances only for outputs someone receives),
+``m2a_ros.outputs`` (output topics; pictures, markers, detections of one frame). Inference runs on a
+``LatestFrameWorker`` thread: the executor never blocks, the newest frame is always the next one processed, and
+frames replaced while the model is busy are counted as skipped, never queued.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import threading
 import time
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
@@ -29,73 +28,25 @@ from rclpy.parameter import Parameter as RosParameter
 from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
-from visualization_msgs.msg import MarkerArray
 
 from m2a_ros import diagnostics
-from m2a_ros.conversions import ImageConversionError, array_to_image, compressed_to_rgb, image_to_rgb
+from m2a_ros.conversions import ImageConversionError, compressed_to_rgb, image_to_rgb
 from m2a_ros.latest_frame_worker import LatestFrameWorker
+from m2a_ros.node_predictor import StartupError, load_calibration, load_predictor, openset_request
 from m2a_ros.outputs import (
+    CLASS_INFO_TOPIC,
+    OUTPUT_TOPICS,
     RenderSettings,
+    available_outputs,
     class_info_json,
-    detection_array,
-    marker_array,
-    render_overlay,
-    unknown_segments,
+    frame_messages,
+    message_class,
 )
-from m2a_ros.parameters import DEFAULTS, OUTPUTS, PARAMETERS, RUNTIME, validate
+from m2a_ros.parameters import DEFAULTS, PARAMETERS, RUNTIME, validate
 from m2a_ros.qos import camera_input_qos, diagnostics_qos, latched_qos, output_qos
 
 NODE_NAME = "m2a_anomaly"
-LABEL_OUTPUTS = frozenset({"labels", "labels_color"})
-INSTANCE_OUTPUTS = frozenset({"overlay", "unknown_instances", "detections"})  # need the unknown instances
 LOG_THROTTLE_S = 5.0
-
-
-class StartupError(Exception):
-    """The node cannot run with this configuration; the message says why."""
-
-
-def vision_msgs_available() -> bool:
-    try:
-        import vision_msgs.msg  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def load_predictor(values: dict):
-    """The library predictor for the node's parameters; ``StartupError`` with a clear reason otherwise."""
-    import torch
-
-    from m2a_core.errors import M2AError
-    from m2a_core.predictor import Predictor
-
-    weights = values["weights"]
-    if not weights:
-        raise StartupError("parameter 'weights' is not set: give the model weights file")
-    if not os.path.isfile(weights):
-        raise StartupError(f"weights file {weights} does not exist")
-    device = values["device"]
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise StartupError(f"device {device!r} asked for, but CUDA is not available on this machine")
-        index = int(device.split(":")[1]) if ":" in device else 0
-        if index >= torch.cuda.device_count():
-            raise StartupError(f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA devices")
-    options = {
-        "tta": values["tta"], "refine": values["refine"],
-        "short_side": values["short_side"] or None, "max_size": values["max_size"] or None,
-    }
-    backend = values["backend"]
-    options.update(backend=backend, precision=values["precision"])
-    try:
-        return Predictor.from_weights(weights, device=device, **options)
-    except M2AError as exc:
-        raise StartupError(str(exc)) from None
-    except ImportError as exc:
-        raise StartupError(f"backend {backend!r} is not usable here: {exc}") from None
-    except (RuntimeError, ValueError, OSError) as exc:
-        raise StartupError(f"cannot load {weights} with backend {backend!r} on {device}: {exc}") from None
 
 
 class AnomalyNode(LifecycleNode):
@@ -160,10 +111,7 @@ class AnomalyNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
     def render_settings(self) -> RenderSettings:
-        v = self.values
-        return RenderSettings(colormap=v["colormap"], score_min=v["score_min"], score_max=v["score_max"],
-                              overlay_alpha=v["overlay_alpha"], marker_scale=v["marker_scale"],
-                              marker_depth=v["marker_depth"])
+        return RenderSettings.from_values(self.values)
 
     # Lifecycle --------------------------------------------------------------------------------------------
 
@@ -176,49 +124,32 @@ class AnomalyNode(LifecycleNode):
                     raise StartupError(f"bad parameter: {reason}")
             self.predictor = load_predictor(self.values)
             if self.values["calibration_file"]:
-                self._apply_calibration(self.values["calibration_file"])
+                self._apply_calibration()
         except StartupError as exc:
             self.predictor = None
             self.get_logger().fatal(f"cannot configure: {exc}")
             return TransitionCallbackReturn.FAILURE
-        outputs = [o for o in OUTPUTS if o != "detections" or vision_msgs_available()]
-        topics = {"anomaly": ("~/anomaly", Image), "anomaly_color": ("~/anomaly/color", Image),
-                  "labels": ("~/labels", Image), "labels_color": ("~/labels/color", Image),
-                  "overlay": ("~/overlay", Image), "unknown_instances": ("~/unknown_instances", MarkerArray)}
-        if "detections" in outputs:
-            from vision_msgs.msg import Detection2DArray
-
-            topics["detections"] = ("~/detections", Detection2DArray)
-        self.publishers_by_output = {name: self.create_publisher(kind, topic, output_qos())
-                                     for name, (topic, kind) in topics.items()}
-        self.class_info_publisher = self.create_publisher(String, "~/class_info", latched_qos())
+        self.publishers_by_output = {
+            name: self.create_publisher(message_class(OUTPUT_TOPICS[name].msgtype), f"~/{OUTPUT_TOPICS[name].topic}",
+                                        output_qos())
+            for name in available_outputs()}
+        self.class_info_publisher = self.create_publisher(String, f"~/{CLASS_INFO_TOPIC.topic}", latched_qos())
         self.class_info_publisher.publish(String(data=class_info_json(self.predictor.class_set)))
         self.get_logger().info(
             f"configured: {self.values['weights']} on {self.values['backend']}/{self.values['device']}, "
             f"classes {self.predictor.class_set.name}, threshold {self.values['threshold']}")
         return TransitionCallbackReturn.SUCCESS
 
-    def _apply_calibration(self, path: str) -> None:
-        """Threshold and score map from an 'm2a calibrate' file, checked against the weights and classes."""
-        from m2a_core.errors import M2AError
-        from m2a_core.openset.calibration import calibration_for_weights
-
-        weights = self.values["weights"]
-        try:
-            calibration = calibration_for_weights(weights, self.predictor.class_set.name,
-                                                  None if path == "auto" else path)
-        except M2AError as exc:
-            raise StartupError(str(exc)) from None
-        current = self.predictor.options
-        differ = sorted(k for k, v in calibration.predictor_options.items()
-                        if hasattr(current, k) and k in ("short_side", "max_size", "resize", "tta", "refine")
-                        and v != getattr(current, k))
-        if differ:
-            self.get_logger().warning(f"the calibration was made with other {', '.join(differ)} than this node "
-                                      "uses: its threshold may not give the calibrated true-positive rate")
+    def _apply_calibration(self) -> None:
+        """Threshold and score map from the 'calibration_file', checked against the weights and classes."""
+        calibration = load_calibration(self.values, self.predictor)
+        if calibration.mismatched:
+            self.get_logger().warning(f"the calibration was made with other {', '.join(calibration.mismatched)} "
+                                      "than this node uses: its threshold may not give the calibrated "
+                                      "true-positive rate")
         self.openset_score = calibration.score
-        self.values["threshold"] = float(calibration.threshold)
-        self.set_parameters([RosParameter("threshold", value=float(calibration.threshold))])
+        self.values["threshold"] = calibration.threshold
+        self.set_parameters([RosParameter("threshold", value=calibration.threshold)])
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.worker = LatestFrameWorker(self._process, self._on_worker_error)
@@ -309,66 +240,21 @@ class AnomalyNode(LifecycleNode):
         except ImageConversionError as exc:
             self._fail(exc.kind, str(exc))
             return
-        self.request_open_set(wanted)
         started = time.perf_counter()
         try:
-            prediction = predictor(rgb)
+            prediction = predictor(rgb, **self.openset_request(wanted))
         except Exception as exc:  # the model failing on one frame must not end the node
             self._fail(diagnostics.MODEL_FAILURE, f"{type(exc).__name__}: {exc}")
             return
         inference_s = time.perf_counter() - started
-        self.publish_outputs(self.render_outputs(msg.header, rgb, prediction, wanted))
+        messages = frame_messages(msg.header, rgb, prediction, wanted, self.render_settings(), predictor.class_set)
+        self.publish_outputs(messages)
         latency = (self.get_clock().now() - Time.from_msg(msg.header.stamp)).nanoseconds * 1e-9
         self.stats.record_processed(time.monotonic(), latency, inference_s)
 
-    def request_open_set(self, wanted: set[str]) -> None:
-        """Ask the predictor for exactly the open-set outputs someone receives (``m2a_core.openset``, on the
-        model's device): labels with the current threshold, unknown instances with the current limits.
-
-        The predictor is used by the worker thread only, so its options can change between frames.
-        """
-        from m2a_core.openset import PanopticParams
-
-        predictor = self.predictor
-        options = dataclasses.replace(
-            predictor.options,
-            openset_threshold=self.values["threshold"] if wanted & LABEL_OUTPUTS else None,
-            openset_score=self.openset_score,
-            panoptic=bool(wanted & INSTANCE_OUTPUTS),
-            panoptic_params=PanopticParams(min_component_area=self.values["min_instance_area"],
-                                           max_components=self.values["max_instances"]),
-            panoptic_resolution=self.values["panoptic_resolution"])
-        if options != predictor.options:
-            predictor.options = options
-
-    def render_outputs(self, header, rgb: np.ndarray, prediction, wanted: set[str]) -> dict[str, object]:
-        """Every wanted output of one frame as a message, each with the input header unchanged."""
-        from m2a_core.visualize import colorize_labels, colorize_scores
-
-        settings = self.render_settings()
-        labels = prediction.labels
-        instances = unknown_segments(prediction.segments or [])
-        messages: dict[str, object] = {}
-        if "anomaly" in wanted:
-            messages["anomaly"] = array_to_image(prediction.anomaly.astype(np.float32), "32FC1", header)
-        heat = None
-        if wanted & {"anomaly_color", "overlay"}:  # one colour map for both
-            heat = colorize_scores(prediction.anomaly, settings.score_min, settings.score_max, settings.colormap)
-        if "anomaly_color" in wanted:
-            messages["anomaly_color"] = array_to_image(heat, "rgb8", header)
-        if "labels" in wanted:
-            messages["labels"] = array_to_image(labels, "mono8", header)
-        if "labels_color" in wanted:
-            messages["labels_color"] = array_to_image(colorize_labels(labels, self.predictor.class_set), "rgb8",
-                                                      header)
-        if "overlay" in wanted:
-            messages["overlay"] = array_to_image(
-                render_overlay(rgb, heat, prediction.instances, instances, settings), "rgb8", header)
-        if "unknown_instances" in wanted:
-            messages["unknown_instances"] = marker_array(header, instances, settings)
-        if "detections" in wanted:
-            messages["detections"] = detection_array(header, instances)
-        return messages
+    def openset_request(self, wanted: set[str]) -> dict:
+        """Per-call predictor options for exactly the open-set outputs someone receives (current parameters)."""
+        return openset_request(self.values, wanted, self.openset_score)
 
     def publish_outputs(self, messages: dict[str, object]) -> None:
         for name, message in messages.items():
@@ -401,6 +287,9 @@ def main(args: list[str] | None = None) -> int:
     """Console script ``m2a_anomaly_node``: exit status 1 when the node cannot start."""
     from rclpy.executors import ExternalShutdownException
 
+    from m2a_ros.memory import keep_freed_memory
+
+    keep_freed_memory()  # per-frame arrays reuse freed pages (m2a_ros.memory: ~3x faster rendering)
     rclpy.init(args=args)
     node = AnomalyNode()
     status = 0

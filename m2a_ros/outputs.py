@@ -1,8 +1,11 @@
-"""What the node publishes for one frame, built from the frame and the library's results (no ROS state).
+"""What the node publishes for one frame, built from the frame and the library's results (no ROS node state).
 
-Pictures come from ``m2a_core.visualize``; this module adds only what is specific to the node's outputs:
-unknown-instance contours and boxes on the overlay, RViz markers and vision_msgs detections.
-The node and ``m2a_ros.bench_node`` both call these functions, so the benchmark measures the node's code.
+``OUTPUT_TOPICS`` names every output (topic under the node's name, message type, image encoding);
+``frame_messages`` builds the messages of one frame. Pictures come from ``m2a_core.visualize``; this module
+adds only what is specific to the node's outputs: unknown-instance contours and boxes on the overlay, RViz
+markers and vision_msgs detections. The node (``m2a_ros.anomaly_node``), the bag tools
+(``m2a_ros.bags.pipeline``) and ``m2a_ros.bench_node`` all call these functions, so a bag's result topics are
+what the node publishes and the benchmark measures the node's code.
 """
 from __future__ import annotations
 
@@ -12,7 +15,51 @@ from dataclasses import dataclass
 import numpy as np
 
 from m2a_core.classes import IGNORE_ID, UNKNOWN_ID, ClassSet
-from m2a_core.visualize import blend
+from m2a_core.errors import M2AError
+from m2a_core.visualize import blend, colorize_labels, colorize_scores
+
+
+@dataclass(frozen=True)
+class OutputTopic:
+    topic: str                # under the node's name: the node publishes '~/<topic>'
+    msgtype: str              # ROS message type, 'package/msg/Name'
+    encoding: str | None      # sensor_msgs/Image encoding; None for other messages
+
+
+OUTPUT_TOPICS: dict[str, OutputTopic] = {
+    "anomaly": OutputTopic("anomaly", "sensor_msgs/msg/Image", "32FC1"),
+    "anomaly_color": OutputTopic("anomaly/color", "sensor_msgs/msg/Image", "rgb8"),
+    "labels": OutputTopic("labels", "sensor_msgs/msg/Image", "mono8"),
+    "labels_color": OutputTopic("labels/color", "sensor_msgs/msg/Image", "rgb8"),
+    "overlay": OutputTopic("overlay", "sensor_msgs/msg/Image", "rgb8"),
+    "unknown_instances": OutputTopic("unknown_instances", "visualization_msgs/msg/MarkerArray", None),
+    "detections": OutputTopic("detections", "vision_msgs/msg/Detection2DArray", None),
+}
+CLASS_INFO_TOPIC = OutputTopic("class_info", "std_msgs/msg/String", None)   # latched, once per configure
+
+
+def message_class(msgtype: str):
+    """rclpy class of 'package/msg/Name'; ``M2AError`` where that package is not installed."""
+    import importlib
+
+    package, _, name = msgtype.split("/")
+    try:
+        return getattr(importlib.import_module(f"{package}.msg"), name)
+    except (ImportError, AttributeError):
+        raise M2AError(f"message type {msgtype} is not available to rclpy here (source its ROS package)") from None
+
+
+def available_outputs() -> list[str]:
+    """Outputs whose message type is installed: all but ``detections`` where vision_msgs is missing."""
+    available = []
+    for name, output in OUTPUT_TOPICS.items():
+        try:
+            message_class(output.msgtype)
+        except M2AError:
+            continue
+        available.append(name)
+    return available
+
 
 INSTANCE_COLOR = (0, 255, 255)    # cyan: unknown-instance contours and boxes (not in the class palette)
 
@@ -25,6 +72,13 @@ class RenderSettings:
     overlay_alpha: float = 0.5
     marker_scale: float = 0.001
     marker_depth: float = 1.0
+
+    @classmethod
+    def from_values(cls, values: dict) -> RenderSettings:
+        """The settings in the node's parameter values (``m2a_ros.parameters``)."""
+        return cls(colormap=values["colormap"], score_min=values["score_min"], score_max=values["score_max"],
+                   overlay_alpha=values["overlay_alpha"], marker_scale=values["marker_scale"],
+                   marker_depth=values["marker_depth"])
 
 
 def unknown_segments(segments: list[dict]) -> list[dict]:
@@ -81,6 +135,42 @@ def render_overlay(rgb: np.ndarray, heat: np.ndarray, id_map: np.ndarray | None,
         for segment in instances:
             draw_box(out, segment["bbox"], INSTANCE_COLOR)
     return out
+
+
+def frame_messages(header, rgb: np.ndarray, prediction, wanted: set[str] | frozenset[str],
+                   settings: RenderSettings, class_set: ClassSet) -> dict[str, object]:
+    """Every wanted output of one frame as a ROS message, each with ``header`` unchanged.
+
+    ``prediction`` is the predictor's result for ``rgb``, with the open-set outputs the wanted ones need
+    (``m2a_ros.node_predictor.openset_request``). The heatmap colours are computed once, for both
+    ``anomaly_color`` and ``overlay``, and only when one of them is wanted.
+    """
+    from m2a_ros.conversions import array_to_image
+
+    instances = unknown_segments(prediction.segments or [])
+    messages: dict[str, object] = {}
+
+    def image(name: str, array: np.ndarray) -> None:
+        messages[name] = array_to_image(array, OUTPUT_TOPICS[name].encoding, header)
+
+    if "anomaly" in wanted:
+        image("anomaly", np.asarray(prediction.anomaly, np.float32))
+    heat = None
+    if wanted & {"anomaly_color", "overlay"}:
+        heat = colorize_scores(prediction.anomaly, settings.score_min, settings.score_max, settings.colormap)
+    if "anomaly_color" in wanted:
+        image("anomaly_color", heat)
+    if "labels" in wanted:
+        image("labels", prediction.labels)
+    if "labels_color" in wanted:
+        image("labels_color", colorize_labels(prediction.labels, class_set))
+    if "overlay" in wanted:
+        image("overlay", render_overlay(rgb, heat, prediction.instances, instances, settings))
+    if "unknown_instances" in wanted:
+        messages["unknown_instances"] = marker_array(header, instances, settings)
+    if "detections" in wanted:
+        messages["detections"] = detection_array(header, instances)
+    return messages
 
 
 def class_info_json(class_set: ClassSet) -> str:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from m2a_ros.outputs import OUTPUT_TOPICS
+
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # the backend says which of these it supports
-OUTPUTS = ("anomaly", "anomaly_color", "labels", "labels_color", "overlay", "unknown_instances", "detections")
+OUTPUTS = tuple(OUTPUT_TOPICS)  # every output the node can publish, in the table's order
 
 
 @dataclass(frozen=True)

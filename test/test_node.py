@@ -576,7 +576,8 @@ def test_startup_failures_are_one_clear_line_and_nonzero_exit(ros_env, weights, 
 
 
 def test_outputs_nobody_receives_are_not_computed(ros_env, weights):
-    """In process: the open-set work the predictor is asked for follows the subscriptions and 'publish'."""
+    """In process: the open-set work the predictor is asked for (per call) follows the subscriptions and
+    'publish'; the predictor's own options never change."""
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter as RosParameter
 
@@ -589,6 +590,8 @@ def test_outputs_nobody_receives_are_not_computed(ros_env, weights):
     try:
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.wanted_outputs() == set()
+        defaults = node.predictor.options
+        asked = {}
 
         def listen(topic: str, expected: set[str], kind=Image) -> set[str]:
             listener.create_subscription(kind, f"/m2a_wanted/{topic}", lambda m: None, output_qos())
@@ -596,20 +599,23 @@ def test_outputs_nobody_receives_are_not_computed(ros_env, weights):
             while time.time() < deadline and node.wanted_outputs() != expected:
                 time.sleep(0.02)
             wanted = node.wanted_outputs()
-            node.request_open_set(wanted)
+            # The options the node's next predictor call runs with.
+            asked["options"] = node.predictor.resolve_options(**node.openset_request(wanted))
             return wanted
 
         assert listen("anomaly", {"anomaly"}) == {"anomaly"}
-        assert node.predictor.options.openset_threshold is None and not node.predictor.options.panoptic
+        assert asked["options"].openset_threshold is None and not asked["options"].panoptic
         assert listen("labels", {"anomaly", "labels"}) == {"anomaly", "labels"}
-        assert node.predictor.options.openset_threshold == 0.5 and not node.predictor.options.panoptic
+        assert asked["options"].openset_threshold == 0.5 and not asked["options"].panoptic
         # overlay is subscribed but not in 'publish': still not computed
         listener.create_subscription(Image, "/m2a_wanted/overlay", lambda m: None, output_qos())
         everything = {"anomaly", "labels", "unknown_instances"}
         assert listen("unknown_instances", everything, MarkerArray) == everything
         time.sleep(0.3)  # the overlay subscription has long been discovered: still not wanted
         assert node.wanted_outputs() == everything
-        assert node.predictor.options.panoptic
+        assert asked["options"].panoptic and asked["options"].openset_threshold == 0.5
+        assert asked["options"].panoptic_params == PanopticParams(min_component_area=100, max_components=3)
+        assert node.predictor.options == defaults and not defaults.panoptic  # nothing shared was changed
     finally:
         listener.destroy_node()
         node._stop_input()

@@ -346,10 +346,12 @@ def run(args: argparse.Namespace) -> int:
     from std_msgs.msg import String
     from tqdm import tqdm
 
-    from m2a_ros.bags.pipeline import IMAGE_TYPES, OUTPUT_TOPICS, FrameFailure, NodePipeline, message_class, node_values
+    from m2a_ros.bags.pipeline import IMAGE_TYPES, FrameFailure, NodePipeline, node_values
     from m2a_ros.bags.storage import BagTruncated, BagWriter
-    from m2a_ros.outputs import class_info_json
+    from m2a_ros.memory import keep_freed_memory
+    from m2a_ros.outputs import CLASS_INFO_TOPIC, OUTPUT_TOPICS, class_info_json, message_class
 
+    keep_freed_memory()  # as the node: per-frame arrays reuse freed pages
     bag, image_type, truth, label_problem = open_inputs(args)
     values = node_values(args.weights, args.params_file, parse_overrides(args.set))
     pipeline = NodePipeline(values)
@@ -367,7 +369,7 @@ def run(args: argparse.Namespace) -> int:
             progress.update(1)
             writer.write(message.topic, message.msgtype, message.log_time, message.data)
             if writer.count == 1:
-                writer.write(f"{prefix}/class_info", "std_msgs/msg/String", message.log_time,
+                writer.write(f"{prefix}/{CLASS_INFO_TOPIC.topic}", CLASS_INFO_TOPIC.msgtype, message.log_time,
                              serialize_message(String(data=class_info_json(pipeline.predictor.class_set))))
             try:
                 try:
@@ -380,8 +382,9 @@ def run(args: argparse.Namespace) -> int:
                 continue
             for name, output in result.messages.items():
                 if output is not None:
-                    suffix, msgtype = OUTPUT_TOPICS[name]
-                    writer.write(f"{prefix}/{suffix}", msgtype, message.log_time, serialize_message(output))
+                    topic = OUTPUT_TOPICS[name]
+                    writer.write(f"{prefix}/{topic.topic}", topic.msgtype, message.log_time,
+                                 serialize_message(output))
             t = result.timings_s
             row = {"log_time_ns": message.log_time, **{f"{k}_ms": 1e3 * v for k, v in t.items()},
                    "total_ms": 1e3 * (t["convert"] + t["predict"] + t["render"])}

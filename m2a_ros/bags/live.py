@@ -37,11 +37,11 @@ def run_live(args) -> int:
     from rclpy.serialization import deserialize_message
 
     from m2a_ros.bags.evaluate import FrameBook, open_inputs
-    from m2a_ros.bags.pipeline import IMAGE_TYPES, OUTPUT_TOPICS, message_class
+    from m2a_ros.bags.pipeline import IMAGE_TYPES
     from m2a_ros.bags.play import BagPublisher, play
     from m2a_ros.bags.storage import BagWriter
     from m2a_ros.conversions import ImageConversionError, compressed_to_rgb, image_to_array, image_to_rgb
-    from m2a_ros.outputs import RenderSettings
+    from m2a_ros.outputs import CLASS_INFO_TOPIC, OUTPUT_TOPICS, RenderSettings, message_class
     from m2a_ros.qos import latched_qos
 
     if args.weights or args.params_file or args.set:
@@ -123,13 +123,13 @@ def run_live(args) -> int:
             time.sleep(0.1)
         graph = dict(node.get_topic_names_and_types())
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        outputs = {f"{prefix}/{suffix}": msgtype for suffix, msgtype in OUTPUT_TOPICS.values()
-                   if f"{prefix}/{suffix}" in graph}
+        outputs = {f"{prefix}/{o.topic}": o.msgtype for o in OUTPUT_TOPICS.values() if f"{prefix}/{o.topic}" in graph}
         for topic, msgtype in outputs.items():
             node.create_subscription(message_class(msgtype), topic,
                                      lambda data, t=topic, m=msgtype: on_output(t, m, data), qos, raw=True)
-        node.create_subscription(message_class("std_msgs/msg/String"), f"{prefix}/class_info",
-                                 lambda data: on_output(f"{prefix}/class_info", "std_msgs/msg/String", data),
+        class_info = f"{prefix}/{CLASS_INFO_TOPIC.topic}"
+        node.create_subscription(message_class(CLASS_INFO_TOPIC.msgtype), class_info,
+                                 lambda data: on_output(class_info, CLASS_INFO_TOPIC.msgtype, data),
                                  latched_qos(), raw=True)
         spinner.start()
         deadline = time.monotonic() + args.discovery_timeout  # the node's publishers must see us first

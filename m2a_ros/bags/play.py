@@ -110,7 +110,7 @@ class BagPublisher:
                  depth: int = 10) -> None:
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-        from m2a_ros.bags.pipeline import message_class
+        from m2a_ros.outputs import message_class
 
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
                          reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)

@@ -40,7 +40,7 @@ class BagRecorder:
                  discovery_timeout_s: float = 10.0, depth: int = 100, spin: Callable[[], None] | None = None) -> None:
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-        from m2a_ros.bags.pipeline import message_class
+        from m2a_ros.outputs import message_class
 
         self.node = node
         types = self._discover(topics, discovery_timeout_s, spin)
