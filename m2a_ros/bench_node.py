@@ -70,8 +70,11 @@ def measure(args: argparse.Namespace, weights: Path) -> dict[str, list[float]]:
 
     from m2a_ros.anomaly_node import AnomalyNode
     from m2a_ros.conversions import image_to_rgb
+    from m2a_ros.memory import keep_freed_memory
+    from m2a_ros.outputs import frame_messages
     from m2a_ros.qos import output_qos
 
+    keep_freed_memory()  # as the node's main() does
     context = rclpy.context.Context()
     rclpy.init(context=context)
     node = AnomalyNode("m2a_bench_node", context=context, parameter_overrides=[
@@ -93,7 +96,10 @@ def measure(args: argparse.Namespace, weights: Path) -> dict[str, list[float]]:
         if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
             raise SystemExit("m2a bench node: error: the node could not be configured (see the log above)")
         for publisher in node.publishers_by_output.values():
-            listener.create_subscription(publisher.msg_type, publisher.topic_name, lambda msg: None, output_qos())
+            # raw: the bytes arrive, but are not turned into Python messages (a real subscriber is another
+            # process, whose deserialization must not compete with the node for this process's CPU and GIL).
+            listener.create_subscription(publisher.msg_type, publisher.topic_name, lambda msg: None, output_qos(),
+                                         raw=True)
         spinner.start()
         deadline = time.time() + 30
         while time.time() < deadline and len(node.wanted_outputs()) < len(node.publishers_by_output):
@@ -104,15 +110,17 @@ def measure(args: argparse.Namespace, weights: Path) -> dict[str, list[float]]:
         message = _camera_message(rgb, args.encoding)
         print(f"running the model once on a {args.width}x{args.height} frame ...", file=sys.stderr)
         frame = image_to_rgb(message)
-        node.request_open_set(wanted)
-        prediction = node.predictor(frame)  # with every open-set output (m2a bench openset times those)
+        # With every open-set output, as the node asks for them (m2a bench openset times those).
+        prediction = node.predictor(frame, **node.openset_request(wanted))
         runs: dict[str, list[float]] = {stage: [] for stage in STAGES}
         for index in range(args.repeat + 2):
             message.header.stamp = node.get_clock().now().to_msg()
             t0 = time.perf_counter()
             frame = image_to_rgb(message, node.values["max_pixels"])
             t1 = time.perf_counter()
-            messages = node.render_outputs(message.header, frame, prediction, wanted)
+            # What the node's worker does after the model (AnomalyNode._process).
+            messages = frame_messages(message.header, frame, prediction, wanted, node.render_settings(),
+                                      node.predictor.class_set)
             t2 = time.perf_counter()
             node.publish_outputs(messages)
             t3 = time.perf_counter()
