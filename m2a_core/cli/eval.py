@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     scores = commands.add_parser("scores", help="evaluate saved score maps against label PNGs")
     scores.add_argument("--scores", required=True, help="folder of <name>.npy float score maps")
     scores.add_argument("--labels", required=True, help="folder of <name>.png labels (0, 1, 255)")
-    _add_metric_arguments(scores)
+    add_metric_arguments(scores)
     scores.add_argument("--json", required=True, help="write the metrics here (JSON, fractions in [0, 1])")
     scores.add_argument("--plot", default=None, help="also write the PR and ROC curves to this PNG")
     scores.set_defaults(func=run_scores)
@@ -46,11 +46,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--root", required=True, help="the benchmark's folder (layouts: m2a_core/datasets)")
     run.add_argument("--out", default=None, help="output folder (default out/eval/<dataset>)")
     run.add_argument("--limit", type=int, default=0, help="only the first N frames (0: all)")
-    _add_metric_arguments(run, track_default=None)
+    add_metric_arguments(run, track_default=None)
     run.set_defaults(func=run_model)
 
 
-def _add_metric_arguments(parser: argparse.ArgumentParser, track_default: str | None = "anomaly") -> None:
+def add_metric_arguments(parser: argparse.ArgumentParser, track_default: str | None = "anomaly") -> None:
+    """--track, --threshold and --skip-without-anomaly: the options of ``evaluate_anomaly``, shared by every
+    command that evaluates score maps (``m2a eval scores|run``, ``m2a_bag_eval``)."""
     parser.add_argument("--track", choices=sorted(TRACKS), default=track_default,
                         help="SegmentMeIfYouCan component size filters: anomaly 500/100 px, obstacle 50/10 px"
                              + ("" if track_default else " (default: the dataset's own)"))
@@ -139,11 +141,12 @@ def run_scores(args: argparse.Namespace) -> int:
     return 0
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
+def write_score_map(path: Path, scores: np.ndarray) -> None:
+    """Write a score map as ``<name>.npy`` (what ``read_score_map`` and ``m2a eval scores`` read), atomically."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array)
+            np.save(handle, scores)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -177,7 +180,7 @@ def run_model(args: argparse.Namespace) -> int:
         if image.shape[:2] != labels.shape:
             raise DatasetError(f"image {sample.image} is {image.shape[:2]} but its labels are {labels.shape}")
         prediction = predictor(image)
-        _save_npy(frames_dir / f"{sample.name}.npy", prediction.anomaly.astype(np.float32))
+        write_score_map(frames_dir / f"{sample.name}.npy", prediction.anomaly.astype(np.float32))
         write_png(frames_dir / f"{sample.name}.png", labels)
         if dataset.kind == "semantic":
             write_png(frames_dir / f"{sample.name}_semseg.png", prediction.semseg)

@@ -40,12 +40,12 @@ from pathlib import Path
 import numpy as np
 
 from m2a_core.cli.eval import (
-    _add_metric_arguments,
-    _save_npy,
+    add_metric_arguments,
     atomic_write_text,
     read_binary_labels,
     score_folder_source,
     write_results,
+    write_score_map,
 )
 from m2a_core.errors import DatasetError, M2AError
 from m2a_core.metrics.evaluate import evaluate_anomaly, json_ready
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seconds for the node's subscription and outputs to appear")
     live.add_argument("--drain-timeout", type=float, default=5.0,
                       help="seconds to wait for outputs after the last frame")
-    _add_metric_arguments(parser)
+    add_metric_arguments(parser)
     return parser
 
 
@@ -256,7 +256,7 @@ class FrameBook:
                                    f"{stamp_ns} is {scores.shape[::-1]}")
             truth.used.add(label_stamp)
             self.matched.append(stamp_ns)
-            _save_npy(self.frames_dir / f"{stamp_ns}.npy", scores)
+            write_score_map(self.frames_dir / f"{stamp_ns}.npy", scores)
             write_png(self.frames_dir / f"{stamp_ns}.png", labels)
             if np.any(labels == 1):
                 auprc = frame_auprc(scores, labels)
