@@ -7,6 +7,7 @@ come from ``m2a_ros.outputs`` (``frame_messages``, ``OUTPUT_TOPICS``): the same 
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,10 @@ class NodePipeline:
             self.predictor = load_predictor(self.values)
             if self.values["calibration_file"]:  # as the node's configure: its threshold replaces 'threshold'
                 calibration = load_calibration(self.values, self.predictor)
+                if calibration.mismatched:  # the node logs the same warning
+                    print(f"warning: the calibration was made with other {', '.join(calibration.mismatched)} "
+                          "than these node parameters: its threshold may not give the calibrated true-positive "
+                          "rate", file=sys.stderr)
                 self.openset_score = calibration.score
                 self.values["threshold"] = calibration.threshold
         except StartupError as exc:
