@@ -184,9 +184,10 @@ def test_replay_through_the_node_process_and_record_its_outputs(tmp_path, ros_co
     recorder = player = None
     watcher = rclpy.create_node("bag_test_watcher", context=ros_context)
     try:
+        # The recorder stops by itself after the last frame's output: no guessed waiting time.
         recorder = Process(module_command("m2a_ros.bags.record", "--out", str(tmp_path / "outputs"),
-                                          "--topics", "/m2a_anomaly/anomaly", "--discovery-timeout",
-                                          str(STARTUP_TIMEOUT_S)), tmp_path / "record.log")
+                                          "--topics", "/m2a_anomaly/anomaly", "--max-messages", str(frames),
+                                          "--discovery-timeout", str(STARTUP_TIMEOUT_S)), tmp_path / "record.log")
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         # The node computes an output only for a subscriber: start playing once the recorder is matched.
         while not watcher.get_subscriptions_info_by_topic("/m2a_anomaly/anomaly"):
@@ -196,7 +197,7 @@ def test_replay_through_the_node_process_and_record_its_outputs(tmp_path, ros_co
         player = Process(module_command("m2a_ros.bags.play", "--bag", str(bag), "--rate", "0.2",
                                         "--wait-for-subscribers", "1"), tmp_path / "play.log")
         assert player.wait(STARTUP_TIMEOUT_S) == 0, player.log()
-        time.sleep(2.0)  # the last frame's inference and delivery
+        assert recorder.wait(STARTUP_TIMEOUT_S) == 0, node.log() + recorder.log()
     finally:
         for process in (player, recorder, node):
             if process is not None:

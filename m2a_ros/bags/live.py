@@ -21,6 +21,10 @@ from m2a_core.errors import M2AError
 PENDING_WITH_DATA = 256   # input frames kept for contact-sheet pictures while their output is awaited
 
 
+# How long the node's output topics may take to all appear in the graph once the first one has.
+GRAPH_SETTLE_S = 2.0
+
+
 def _stamp_ns(msg) -> int | None:
     from m2a_ros.bags.pipeline import header_stamp_ns
 
@@ -41,7 +45,7 @@ def run_live(args) -> int:
     from m2a_ros.bags.play import BagPublisher, play
     from m2a_ros.bags.storage import BagWriter
     from m2a_ros.conversions import ImageConversionError, compressed_to_rgb, image_to_array, image_to_rgb
-    from m2a_ros.outputs import CLASS_INFO_TOPIC, OUTPUT_TOPICS, RenderSettings, message_class
+    from m2a_ros.outputs import CLASS_INFO_TOPIC, OUTPUT_TOPICS, RenderSettings, available_outputs, message_class
     from m2a_ros.qos import latched_qos
 
     if args.weights or args.params_file or args.set:
@@ -121,9 +125,16 @@ def run_live(args) -> int:
                 raise M2AError(f"no {prefix}/anomaly topic after {args.discovery_timeout:.0f} s: is the node "
                                "running and active (--node-name)?")
             time.sleep(0.1)
+        # The node creates all its publishers together, but discovery reports them one by one: give the rest
+        # a moment to appear instead of taking the graph as it stands when the first one shows up.
+        wanted = {f"{prefix}/{OUTPUT_TOPICS[name].topic}": OUTPUT_TOPICS[name].msgtype for name in available_outputs()}
+        settle_until = time.monotonic() + GRAPH_SETTLE_S
         graph = dict(node.get_topic_names_and_types())
+        while not set(wanted) <= set(graph) and time.monotonic() < settle_until:
+            time.sleep(0.1)
+            graph = dict(node.get_topic_names_and_types())
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        outputs = {f"{prefix}/{o.topic}": o.msgtype for o in OUTPUT_TOPICS.values() if f"{prefix}/{o.topic}" in graph}
+        outputs = {topic: msgtype for topic, msgtype in wanted.items() if topic in graph}
         for topic, msgtype in outputs.items():
             node.create_subscription(message_class(msgtype), topic,
                                      lambda data, t=topic, m=msgtype: on_output(t, m, data), qos, raw=True)

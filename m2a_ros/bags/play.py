@@ -114,11 +114,21 @@ class BagPublisher:
 
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
                          reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
+        self.reliable = reliable
         self.publishers = {topic: node.create_publisher(message_class(bag.topics[topic]),
                                                         remaps.get(topic, topic), qos) for topic in topics}
 
     def publish(self, topic: str, data: bytes) -> None:
         self.publishers[topic].publish(data)
+
+    def wait_for_delivery(self, timeout_s: float) -> None:
+        """Reliable topics: wait until every subscriber acknowledged what was published, so exiting right
+        after the last message cannot lose it (measured: the last frame went missing without this)."""
+        from rclpy.duration import Duration
+
+        if self.reliable:
+            for publisher in self.publishers.values():
+                publisher.wait_for_all_acked(Duration(seconds=timeout_s))
 
     def wait_for_subscribers(self, count: int, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -155,7 +165,8 @@ def _run(args: argparse.Namespace, ros_args: list[str]) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
-    rclpy.init(args=["--ros-args", *ros_args] if ros_args else None)
+    # Never None: rclpy would then parse sys.argv, where our own options (e.g. --remap a:=b) look like ROS rules.
+    rclpy.init(args=["--ros-args", *ros_args] if ros_args else [])
     node = rclpy.create_node("m2a_bag_play")
     try:
         publisher = BagPublisher(node, bag, topics, remaps, args.qos == "reliable", args.depth)
@@ -163,6 +174,7 @@ def _run(args: argparse.Namespace, ros_args: list[str]) -> int:
             publisher.wait_for_subscribers(args.wait_for_subscribers, args.wait_timeout)
         time.sleep(max(0.0, args.start_delay))
         stats = play(bag, publisher.publish, args.rate, args.loop, topics, should_stop=lambda: not rclpy.ok())
+        publisher.wait_for_delivery(args.wait_timeout)
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0
     finally:

@@ -96,7 +96,8 @@ def _run(args: argparse.Namespace, ros_args: list[str]) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-    rclpy.init(args=["--ros-args", *ros_args] if ros_args else None)
+    # Never None: rclpy would then parse sys.argv, where our own options (e.g. --remap a:=b) look like ROS rules.
+    rclpy.init(args=["--ros-args", *ros_args] if ros_args else [])
     node = rclpy.create_node("m2a_bag_record")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
