@@ -281,7 +281,7 @@ def contact_sheet(rows: list, threshold: float, class_set, path: Path) -> None:
             axis.set_title(title, fontsize=8)
             axis.axis("off")
     figure.tight_layout()
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=90))
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=72))
     plt.close(figure)
 
 
@@ -290,7 +290,7 @@ TABLE = (("AuPRC", "AuPRC"), ("FPR95", "FPR95"), ("sIoU", "sIoU"), ("PPV", "PPV"
 TARGETS = {"AuPRC": (">=", 0.80), "FPR95": ("<=", 0.05), "closed_mIoU": (">=", 0.80)}
 
 
-def markdown_report(metrics: dict, seconds: dict, calibration, smoke: bool) -> str:
+def markdown_report(metrics: dict, seconds: dict, calibration, smoke: bool, threads: int) -> str:
     def pct(value) -> str:
         return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
 
@@ -311,7 +311,7 @@ def markdown_report(metrics: dict, seconds: dict, calibration, smoke: bool) -> s
               "| class | benchmark | val |", "|---|---|---|"]
     for name, value in metrics["closed_IoU_per_class"].items():
         lines.append(f"| {name} | {pct(value)} | {pct(metrics['val_IoU_per_class'][name])} |")
-    lines += ["", "Seconds per step (2 CPU threads): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()), ""]
+    lines += ["", f"Seconds per step ({threads} torch thread(s) + 1 data-loader process, shared machine): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()), ""]
     return "\n".join(lines)
 
 
@@ -378,7 +378,7 @@ def run(args: argparse.Namespace) -> int:
 
     atomic_write(out / "metrics.json",
                  lambda tmp: Path(tmp).write_text(json.dumps(json_ready(record), indent=2) + "\n"))
-    report = markdown_report(metrics, seconds, calibration, args.smoke)
+    report = markdown_report(metrics, seconds, calibration, args.smoke, args.threads)
     atomic_write(out / "metrics.md", lambda tmp: Path(tmp).write_text(report))
     print(report)
     log(f"wrote {weights} ({weights.stat().st_size / 1e6:.1f} MB), {calibration_path}, {out / 'metrics.json'}, "
