@@ -311,7 +311,8 @@ def markdown_report(metrics: dict, seconds: dict, calibration, smoke: bool, thre
               "| class | benchmark | val |", "|---|---|---|"]
     for name, value in metrics["closed_IoU_per_class"].items():
         lines.append(f"| {name} | {pct(value)} | {pct(metrics['val_IoU_per_class'][name])} |")
-    lines += ["", f"Seconds per step ({threads} torch thread(s) + 1 data-loader process, shared machine): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()), ""]
+    steps = ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
+    lines += ["", f"Seconds per step ({threads} torch thread(s) + 1 data-loader process): {steps}", ""]
     return "\n".join(lines)
 
 
