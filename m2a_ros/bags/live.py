@@ -23,6 +23,8 @@ PENDING_WITH_DATA = 256   # input frames kept for contact-sheet pictures while t
 
 # How long the node's output topics may take to all appear in the graph once the first one has.
 GRAPH_SETTLE_S = 2.0
+# How long to keep receiving after the last frame's anomaly output arrived.
+OUTPUT_LINGER_S = 1.0
 
 
 def _stamp_ns(msg) -> int | None:
@@ -154,6 +156,9 @@ def run_live(args) -> int:
                 if not pending:
                     break
             time.sleep(0.05)
+        # 'pending' follows ~/anomaly, which the node publishes first; its other outputs of the last frame
+        # come just after it (measured: the last overlay was sometimes missing from the result bag).
+        time.sleep(min(OUTPUT_LINGER_S, args.drain_timeout))
     except KeyboardInterrupt:
         pass
     finally:
