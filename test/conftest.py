@@ -57,3 +57,15 @@ def official_checkpoint_factory(golden_weights, tmp_path_factory):
 def tiny_config() -> ModelConfig:
     return TINY
 
+
+
+@pytest.fixture()
+def tiny_weights(tmp_path) -> Path:
+    """A compact model (seed 0) saved as an m2a weights file."""
+    from m2a_core.checkpoint import save_weights
+    from m2a_core.modeling import Mask2Anomaly
+
+    torch.manual_seed(0)
+    path = tmp_path / "tiny.safetensors"
+    save_weights(Mask2Anomaly(TINY), path)
+    return path

@@ -9,12 +9,10 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from m2a_core.checkpoint import save_weights, sha256_file
+from m2a_core.checkpoint import sha256_file
 from m2a_core.errors import DatasetError, M2AError
-from m2a_core.modeling import Mask2Anomaly
 from m2a_core.openset.calibration import (
     Calibration,
     anomaly_dataset_pairs,
@@ -32,11 +30,8 @@ PREDICTOR_OPTIONS = {"short_side": 64, "max_size": 128}
 
 
 @pytest.fixture()
-def weights(tiny_config, tmp_path):
-    torch.manual_seed(0)
-    path = tmp_path / "tiny.safetensors"
-    save_weights(Mask2Anomaly(tiny_config), path)
-    return path
+def weights(tiny_weights):
+    return tiny_weights
 
 
 @pytest.fixture()

@@ -10,9 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from m2a_core.checkpoint import save_weights, sha256_file
+from m2a_core.checkpoint import sha256_file
 from m2a_core.classes import CITYSCAPES, UNKNOWN_ID
-from m2a_core.modeling import Mask2Anomaly
 from m2a_core.openset.calibration import Calibration, default_calibration_path, save_calibration
 from m2a_core.openset.panoptic import PanopticParams, panoptic_from_outputs
 from m2a_core.predictor import Predictor
@@ -24,11 +23,8 @@ OPTIONS = {"short_side": 64, "max_size": 128}
 
 
 @pytest.fixture()
-def weights(tiny_config, tmp_path):
-    torch.manual_seed(0)
-    path = tmp_path / "tiny.safetensors"
-    save_weights(Mask2Anomaly(tiny_config), path)
-    return path
+def weights(tiny_weights):
+    return tiny_weights
 
 
 def test_outputs_are_opt_in_and_equal_the_library(weights):
