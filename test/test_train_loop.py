@@ -157,6 +157,40 @@ def test_stage2_without_init_is_a_clear_error(cityscapes, tmp_path):
     assert result.returncode == 2 and "stage-1 model" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_trainable_backbone_norm_learns_statistics_and_exports_the_inference_layout(cityscapes, tmp_path):
+    from m2a_core.modeling import Mask2Anomaly
+    from m2a_core.modeling.backbone import FrozenBatchNorm2d
+
+    config = TrainConfig.from_dict(tiny_config(cityscapes, tmp_path / "out", solver={
+        "max_iter": 3, "freeze_backbone": False, "trainable_backbone_norm": True}))
+    training_model = build_model(config)
+    norms = [m for m in training_model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and not any(isinstance(m, FrozenBatchNorm2d) for m in training_model.backbone.modules())
+    assert all(m.weight.requires_grad for m in norms)
+
+    final = train(config)
+    _, state = read_weights(final)
+    assert not any(k.endswith("num_batches_tracked") for k in state)
+    stem_var = state["backbone.stem.conv1.norm.running_var"]
+    assert not torch.allclose(stem_var, torch.ones_like(stem_var))  # batch statistics were tracked
+    # The exported file is the model's own layout: it loads strictly into the inference model, whose frozen
+    # norms compute what torch's BatchNorm computes in eval mode with the same tensors.
+    inference = Mask2Anomaly(config.model_config()).eval()
+    inference.load_state_dict(state, strict=True)
+    reference = Mask2Anomaly(config.model_config()).eval()
+    from m2a_core.training.backbone_norms import thaw_batch_norms
+
+    thaw_batch_norms(reference.backbone)
+    reference.load_state_dict({**state, **{f"backbone.{n}.num_batches_tracked": torch.tensor(3)
+                                           for n, m in reference.backbone.named_modules()
+                                           if isinstance(m, torch.nn.BatchNorm2d)}}, strict=True)
+    image = torch.rand(1, 3, 64, 128)
+    with torch.no_grad():
+        expected, got = reference.backbone(image), inference.backbone(image)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("change,message", [
     ({"solver": {"max_iterations": 3}}, "unknown keys"),
     ({"optimiser": {}}, "unknown section"),
@@ -165,6 +199,7 @@ def test_stage2_without_init_is_a_clear_error(cityscapes, tmp_path):
     ({"device": "tpu"}, "device"),
     ({"augment": {"crop": [380]}}, "crop"),
     ({"loss": {"importance_sample_ratio": 1.5}}, "importance_sample_ratio"),
+    ({"solver": {"trainable_backbone_norm": True}}, "trainable_backbone_norm"),  # with the frozen backbone
 ])
 def test_config_errors_name_the_problem(tmp_path, change, message):
     raw = tiny_config(tmp_path, tmp_path / "out")

@@ -74,6 +74,9 @@ class SolverConfig:
     poly_power: float = 0.9
     amp: bool = True              # CUDA only; ignored on CPU
     freeze_backbone: bool = True
+    # Train the backbone's BatchNorms (batch statistics) instead of keeping them frozen: for a backbone trained
+    # from scratch (no pretrained statistics). The exported weights hold them frozen again (same layout).
+    trainable_backbone_norm: bool = False
 
 
 @dataclass
@@ -153,6 +156,9 @@ class TrainConfig:
             problems.append(f"solver.max_iter must be >= 1, got {self.solver.max_iter}")
         if self.solver.batch_size < 1:
             problems.append(f"solver.batch_size must be >= 1, got {self.solver.batch_size}")
+        if self.solver.trainable_backbone_norm and self.solver.freeze_backbone:
+            problems.append("solver.trainable_backbone_norm needs a trainable backbone (solver.freeze_backbone: "
+                            "false)")
         if self.loss.outlier_weight > 0 and not self.anomaly_mix.pool:
             problems.append("loss.outlier_weight > 0 needs anomaly_mix.pool (the outlier objects)")
         if not 0 <= self.anomaly_mix.probability <= 1:

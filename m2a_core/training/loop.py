@@ -28,6 +28,7 @@ from m2a_core.errors import M2AError
 from m2a_core.modeling import Mask2Anomaly
 from m2a_core.training import checkpointing
 from m2a_core.training.anomalymix import AnomalyMix, OutlierPool
+from m2a_core.training.backbone_norms import freeze_batch_norms, thaw_batch_norms
 from m2a_core.training.config import TrainConfig
 from m2a_core.training.criterion import SetCriterion, distributed_mean
 from m2a_core.training.data import IterationBatches, TrainingSet, build_dataset, make_batch
@@ -91,6 +92,8 @@ def build_model(config: TrainConfig, load_init: bool = True) -> Mask2Anomaly:
         # SPEC: the backbone is frozen in both stages (its BatchNorms always are).
         for param in model.backbone.parameters():
             param.requires_grad_(False)
+    if config.solver.trainable_backbone_norm:
+        thaw_batch_norms(model.backbone)
     return model
 
 
@@ -259,7 +262,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     if world > 1:
         trained = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False,
-            broadcast_buffers=False)  # the only buffers are frozen statistics: identical everywhere
+            # Frozen statistics are identical everywhere; trained BatchNorm statistics follow rank 0's.
+            broadcast_buffers=config.solver.trainable_backbone_norm)
 
     training_set = build_training_set(config, num_classes)
     batches = IterationBatches(training_set, start, solver.max_iter, rank, local_batch)
@@ -322,6 +326,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     progress.close()
     final = out_dir / FINAL_WEIGHTS
     if rank == 0:
+        freeze_batch_norms(model.backbone)  # the inference layout: the statistics learned, frozen
         save_weights(model, final)
     barrier()
     return final
