@@ -11,6 +11,9 @@ from dataclasses import asdict, dataclass, fields
 from m2a_core.errors import CheckpointError
 
 BACKBONE_DEPTHS = (18, 34, 50)
+# "global": Mask2Anomaly's global masked attention (two branches, foreground and background);
+# "masked": Mask2Former's masked attention (foreground only), the baseline of the paper's ablation.
+CROSS_ATTENTION_KINDS = ("global", "masked")
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,9 @@ class ModelConfig:
     encoder_points: int = 4
     encoder_ffn_dim: int = 1024
     norm_groups: int = 32
-    # Transformer decoder with global masked attention.
+    # Transformer decoder: global masked attention, or plain masked attention (see CROSS_ATTENTION_KINDS).
+    # Weights files written before this field existed describe "global" models and still load as such.
+    cross_attention: str = "global"
     hidden_dim: int = 256
     decoder_layers: int = 9
     decoder_heads: int = 8
@@ -56,6 +61,8 @@ class ModelConfig:
             problems.append(f"conv_dim={self.conv_dim} is not divisible by encoder_heads={self.encoder_heads}")
         if self.hidden_dim % self.decoder_heads:
             problems.append(f"hidden_dim={self.hidden_dim} is not divisible by decoder_heads={self.decoder_heads}")
+        if self.cross_attention not in CROSS_ATTENTION_KINDS:
+            problems.append(f"cross_attention must be one of {CROSS_ATTENTION_KINDS}, got {self.cross_attention!r}")
         if self.hidden_dim != self.conv_dim:
             # The official decoder has no input projection when the two match; we keep that layout.
             problems.append(f"hidden_dim ({self.hidden_dim}) must equal conv_dim ({self.conv_dim})")

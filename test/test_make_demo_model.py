@@ -127,32 +127,3 @@ def test_bad_thread_count_is_a_clear_error(tmp_path: Path):
     assert result.returncode == 2
     assert "--threads must be >= 1" in result.stderr and "Traceback" not in result.stderr
 
-
-def test_ablation_rows_on_the_smoke_run(smoke_run: Path):
-    from sklearn.metrics import average_precision_score
-
-    script = REPO / "training" / "ablation.py"
-    result = subprocess.run([sys.executable, str(script), "--out", str(smoke_run), "--no-progress"],
-                            capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = json.loads((smoke_run / "ablation.json").read_text())
-    assert len(rows) == 4 and len((smoke_run / "ablation.md").read_text().splitlines()) == 4 + 6
-    # The full row = stage-2 weights with the refinement mask: AuPRC as sklearn computes it.
-    predictor = Predictor.from_weights(smoke_run / "stage2" / "model_final.safetensors", short_side=64,
-                                       max_size=512)
-    test = smoke_run / "data" / "anomaly_test"
-    scores, truth = [], []
-    for image_path in sorted((test / "images").glob("*.png")):
-        labels = read_label_png(test / "labels_masks" / image_path.name)
-        valid = labels != 255
-        scores.append(predictor(read_rgb(image_path)).anomaly[valid])
-        truth.append(labels[valid])
-    full = next(v for k, v in rows.items() if k.endswith("(full)"))
-    assert full["AuPRC"] == pytest.approx(average_precision_score(np.concatenate(truth), np.concatenate(scores)),
-                                           abs=1e-6)
-
-
-def test_ablation_refuses_an_unfinished_run(tmp_path: Path):
-    result = subprocess.run([sys.executable, str(REPO / "training" / "ablation.py"), "--out", str(tmp_path)],
-                            capture_output=True, text=True, timeout=60, cwd=REPO)
-    assert result.returncode == 2 and "not a finished make_demo_model.py run" in result.stderr

@@ -1,4 +1,4 @@
-"""Mask2Anomaly: ResNet backbone, deformable pixel decoder, GMA transformer decoder."""
+"""Mask2Anomaly: ResNet backbone, deformable pixel decoder, transformer decoder with GMA (or plain masked attention)."""
 from __future__ import annotations
 
 import torch
@@ -28,7 +28,7 @@ class Mask2Anomaly(nn.Module):
         )
         self.predictor = GMATransformerDecoder(
             config.hidden_dim, config.decoder_heads, config.decoder_ffn_dim, config.decoder_layers,
-            config.num_queries, config.num_classes, config.mask_dim,
+            config.num_queries, config.num_classes, config.mask_dim, config.cross_attention,
         )
 
     def forward(self, images: torch.Tensor, aux: bool | None = None) -> dict:

@@ -1,10 +1,13 @@
-"""Mask2Former transformer decoder with Mask2Anomaly's global masked attention (GMA).
+"""Mask2Former transformer decoder with Mask2Anomaly's global masked attention (GMA) or plain masked attention.
 
-Every layer cross-attends to one level of the pixel decoder (1/32, 1/16, 1/8 in turn) through two
-attention branches with their own weights: the foreground branch may only look where the previous
-prediction's mask is on (sigmoid >= 0.5), the background branch only where it is off (sigmoid <= 0.5).
-A query whose mask is empty (or full) would be blocked everywhere in one branch; that branch is then
-unblocked for that query, as in the official code. Their outputs are summed before add & norm.
+Every layer cross-attends to one level of the pixel decoder (1/32, 1/16, 1/8 in turn), restricted by the
+previous prediction's masks. GMA (``cross_attention="global"``, Mask2Anomaly) has two attention branches
+with their own weights: the foreground branch may only look where the mask is on (sigmoid >= 0.5), the
+background branch only where it is off (sigmoid <= 0.5); their outputs are summed before add & norm.
+Plain masked attention (``cross_attention="masked"``, Mask2Former, the baseline of the paper's ablation)
+has the foreground branch only, under Mask2Former's parameter names (``multihead_attn``, ``norm``).
+A query whose mask is empty (or full) would be blocked everywhere in a branch; that branch is then
+unblocked for that query, as in both official codes.
 """
 from __future__ import annotations
 
@@ -31,6 +34,19 @@ class GlobalMaskedCrossAttention(nn.Module):
         fg = self.multihead_attn_foreground(query, key, memory, foreground)
         bg = self.multihead_attn_background(query, key, memory, background)
         return self.norm(tgt + fg + bg)
+
+
+class MaskedCrossAttention(nn.Module):
+    """Mask2Former's masked attention: one attention limited to the foreground, then add & norm."""
+
+    def __init__(self, d_model: int, nhead: int) -> None:
+        super().__init__()
+        self.multihead_attn = MultiHeadAttention(d_model, nhead)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor, query_pos: torch.Tensor,
+                foreground: torch.Tensor) -> torch.Tensor:
+        return self.norm(tgt + self.multihead_attn(tgt + query_pos, memory + pos, memory, foreground))
 
 
 class SelfAttentionLayer(nn.Module):
@@ -69,28 +85,44 @@ class MLP(nn.Module):
         return x
 
 
+def _mask_probabilities(mask_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """sigmoid of the mask logits resized to ``size``, flattened to [B, Q, h*w]; no gradient flows into masks."""
+    probs = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False).sigmoid().flatten(2)
+    return probs.detach()
+
+
+def _unblock_empty_rows(allowed: torch.Tensor) -> torch.Tensor:
+    # A row blocked everywhere is unblocked (official behaviour; also avoids an all -inf softmax).
+    return allowed | ~allowed.any(-1, keepdim=True)
+
+
+def masked_attention_mask(mask_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Mask2Former's 'may attend' mask [B, Q, h*w]: where sigmoid >= 0.5 (it blocks sigmoid < 0.5)."""
+    return _unblock_empty_rows(_mask_probabilities(mask_logits, size) >= 0.5)
+
+
 def gma_masks(mask_logits: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Foreground / background 'may attend' masks [B, Q, h*w] from mask logits resized to ``size``."""
-    probs = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False).sigmoid().flatten(2)
-    probs = probs.detach()
-    foreground = probs >= 0.5
-    background = probs <= 0.5
-    # A row blocked everywhere is unblocked (official behaviour; also avoids an all -inf softmax).
-    foreground = foreground | ~foreground.any(-1, keepdim=True)
-    background = background | ~background.any(-1, keepdim=True)
-    return foreground, background
+    probs = _mask_probabilities(mask_logits, size)
+    return _unblock_empty_rows(probs >= 0.5), _unblock_empty_rows(probs <= 0.5)
 
 
 class GMATransformerDecoder(nn.Module):
+    """The decoder; ``cross_attention`` chooses GMA ("global", the default) or plain masked attention ("masked")."""
+
     def __init__(self, hidden_dim: int, num_heads: int, ffn_dim: int, num_layers: int, num_queries: int,
-                 num_classes: int, mask_dim: int) -> None:
+                 num_classes: int, mask_dim: int, cross_attention: str = "global") -> None:
         super().__init__()
+        layer_types = {"global": GlobalMaskedCrossAttention, "masked": MaskedCrossAttention}
+        if cross_attention not in layer_types:
+            raise ValueError(f"cross_attention must be one of {tuple(layer_types)}, got {cross_attention!r}")
+        self.cross_attention = cross_attention
         self.hidden_dim = hidden_dim
         self.num_layers = num_layers
         self.transformer_self_attention_layers = nn.ModuleList(
             SelfAttentionLayer(hidden_dim, num_heads) for _ in range(num_layers))
         self.transformer_cross_attention_layers = nn.ModuleList(
-            GlobalMaskedCrossAttention(hidden_dim, num_heads) for _ in range(num_layers))
+            layer_types[cross_attention](hidden_dim, num_heads) for _ in range(num_layers))
         self.transformer_ffn_layers = nn.ModuleList(FFNLayer(hidden_dim, ffn_dim) for _ in range(num_layers))
         self.decoder_norm = nn.LayerNorm(hidden_dim)
         self.query_feat = nn.Embedding(num_queries, hidden_dim)
@@ -127,9 +159,11 @@ class GMATransformerDecoder(nn.Module):
         all_classes, all_masks = [class_logits], [mask_logits]
         for i in range(self.num_layers):
             level = i % NUM_LEVELS
-            foreground, background = gma_masks(mask_logits, sizes[level])
-            output = self.transformer_cross_attention_layers[i](
-                output, srcs[level], pos[level], query_pos, foreground, background)
+            if self.cross_attention == "global":
+                allowed = gma_masks(mask_logits, sizes[level])
+            else:
+                allowed = (masked_attention_mask(mask_logits, sizes[level]),)
+            output = self.transformer_cross_attention_layers[i](output, srcs[level], pos[level], query_pos, *allowed)
             output = self.transformer_self_attention_layers[i](output, query_pos)
             output = self.transformer_ffn_layers[i](output)
             class_logits, mask_logits = self.prediction_heads(output, mask_features)
