@@ -32,7 +32,7 @@ from m2a_core.predictor import Predictor  # noqa: E402
 from m2a_ros.bags.storage import BagWriter, open_bag  # noqa: E402
 from m2a_ros.conversions import image_to_array  # noqa: E402
 
-from helpers import TINY, make_model, random_image  # noqa: E402
+from helpers import BAG_TEST_DOMAINS, TINY, make_model, random_image, ros_domain  # noqa: E402
 
 WORKTREE = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 48, 80
@@ -64,23 +64,8 @@ def write_camera_bag(path: Path, storage: str, frames: int) -> Path:
 @pytest.fixture()
 def ros_context():
     """A private DDS domain; the processes started by the test inherit it."""
-    keys = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_BUILTIN_TRANSPORTS", "PYTHONPATH")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(101, 200))
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WORKTREE), saved["PYTHONPATH"]]))
-    context = rclpy.context.Context()
-    rclpy.init(context=context)
-    try:
+    with ros_domain(BAG_TEST_DOMAINS, "LOCALHOST") as context:
         yield context
-    finally:
-        rclpy.shutdown(context=context)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 class Process:

@@ -6,11 +6,8 @@ ROS_DOMAIN_ID with localhost discovery. Expected values come from the library (`
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import os
-import random
 import signal
 import subprocess
 import sys
@@ -44,7 +41,7 @@ from m2a_core.visualize import anomaly_overlay, colorize_labels, colorize_scores
 from m2a_ros.conversions import image_to_array  # noqa: E402
 from m2a_ros.qos import latched_qos, output_qos  # noqa: E402
 
-from helpers import TINY, random_image  # noqa: E402
+from helpers import NODE_TEST_DOMAINS, TINY, random_image, ros_domain  # noqa: E402
 
 WORKTREE = Path(__file__).resolve().parents[1]
 NODE = "/m2a_anomaly"
@@ -66,33 +63,10 @@ def node_command() -> list[str]:
     return [sys.executable, "-m", "m2a_ros.anomaly_node"]
 
 
-@contextlib.contextmanager
-def ros_domain(discovery_range: str):
-    """A private DDS domain (random id) and an rclpy context in it; node processes started inside inherit it."""
-    saved = {k: os.environ.get(k) for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "AMENT_PREFIX_PATH",
-                                             "FASTDDS_BUILTIN_TRANSPORTS", "PYTHONPATH")}
-    os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 100))
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = discovery_range
-    os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
-    os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"  # what launch/anomaly.launch.py ships
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WORKTREE), saved["PYTHONPATH"]]))
-    context = rclpy.context.Context()
-    rclpy.init(context=context)
-    try:
-        yield context
-    finally:
-        rclpy.shutdown(context=context)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 @pytest.fixture(scope="module")
 def ros_env():
     """Localhost discovery: small frames only (see test_camera_size_frames_cross_processes)."""
-    with ros_domain("LOCALHOST") as context:
+    with ros_domain(NODE_TEST_DOMAINS, "LOCALHOST") as context:
         yield context
 
 
@@ -629,7 +603,7 @@ def test_camera_size_frames_cross_processes(weights, expected, tmp_path):
     ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST they do not (whatever the transports), so this test discovers
     over the system default range, isolated by its random domain id.
     """
-    with ros_domain("SYSTEM_DEFAULT") as context:
+    with ros_domain(NODE_TEST_DOMAINS, "SYSTEM_DEFAULT") as context:
         params = write_params(tmp_path / "anomaly.yaml", **base_params(weights, max_pixels=4096 * 4096))
         process = NodeProcess(params, tmp_path / "node.log", ("-r", "image:=/camera/image"))
         harness = Harness(context)
