@@ -61,7 +61,7 @@ def test_unsupported_options_are_clear_errors(model, tmp_path):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI and dev machines are CPU-only)")
 def test_cuda_graph_and_fp16_match_eager(model):
     image = random_image(2, 64, 96)
     eager = run(TorchBackend(model, "cuda"), image)

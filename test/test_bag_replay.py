@@ -17,22 +17,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message, serialize_message
+from sensor_msgs.msg import Image
 
+from m2a_core.checkpoint import save_weights
+from m2a_core.predictor import Predictor
+from m2a_ros.bags.storage import BagWriter, open_bag
+from m2a_ros.conversions import image_to_array
+
+from helpers import BAG_TEST_DOMAINS, TINY, make_model, random_image, ros_domain
+
+# Message definitions rosbags does not ship come from the ROS install's share folders (m2a_ros.bags.storage).
 os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
-rclpy = pytest.importorskip("rclpy", reason="ROS 2 rclpy is not installed")
-pytest.importorskip("rosbags", reason="rosbags is not installed")
-
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
-
-from m2a_core.checkpoint import save_weights  # noqa: E402
-from m2a_core.predictor import Predictor  # noqa: E402
-from m2a_ros.bags.storage import BagWriter, open_bag  # noqa: E402
-from m2a_ros.conversions import image_to_array  # noqa: E402
-
-from helpers import BAG_TEST_DOMAINS, TINY, make_model, random_image, ros_domain  # noqa: E402
 
 WORKTREE = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 48, 80

@@ -17,31 +17,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rclpy
 import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from PIL import Image as PILImage
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header, String
+from visualization_msgs.msg import Marker, MarkerArray
 
-rclpy = pytest.importorskip("rclpy", reason="ROS 2 rclpy is not installed")
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
-from lifecycle_msgs.msg import State, Transition  # noqa: E402
-from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
-from PIL import Image as PILImage  # noqa: E402
-from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue  # noqa: E402
-from rcl_interfaces.srv import SetParameters  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.qos import qos_profile_sensor_data  # noqa: E402
-from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
-from std_msgs.msg import Header, String  # noqa: E402
-from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
+from m2a_core.checkpoint import save_weights, sha256_file
+from m2a_core.classes import CITYSCAPES, UNKNOWN_ID
+from m2a_core.modeling import Mask2Anomaly
+from m2a_core.openset import Calibration, PanopticParams, save_calibration
+from m2a_core.predictor import Predictor
+from m2a_core.visualize import anomaly_overlay, colorize_labels, colorize_scores
+from m2a_ros.conversions import image_to_array
+from m2a_ros.qos import latched_qos, output_qos
 
-from m2a_core.checkpoint import save_weights, sha256_file  # noqa: E402
-from m2a_core.classes import CITYSCAPES, UNKNOWN_ID  # noqa: E402
-from m2a_core.modeling import Mask2Anomaly  # noqa: E402
-from m2a_core.openset import Calibration, PanopticParams, save_calibration  # noqa: E402
-from m2a_core.predictor import Predictor  # noqa: E402
-from m2a_core.visualize import anomaly_overlay, colorize_labels, colorize_scores  # noqa: E402
-from m2a_ros.conversions import image_to_array  # noqa: E402
-from m2a_ros.qos import latched_qos, output_qos  # noqa: E402
-
-from helpers import NODE_TEST_DOMAINS, TINY, random_image, ros_domain  # noqa: E402
+from helpers import NODE_TEST_DOMAINS, TINY, random_image, ros_domain
 
 WORKTREE = Path(__file__).resolve().parents[1]
 NODE = "/m2a_anomaly"
