@@ -308,3 +308,18 @@ def test_play_loops_and_stops_at_a_damaged_bag(tmp_path):
     stats = play(open_bag(bag), lambda topic, data: published.append((topic, data)), rate=50.0, loop=True)
     assert 0 < len(published) < frames and [d for _, d in published] == originals[:len(published)]
     assert "truncated" in stats.problem  # a damaged bag is played once, up to the damage, then reported
+
+
+def test_ros_session_applies_ros_args_and_shuts_rclpy_down_after_an_interrupt_or_an_error(ros_context):
+    from m2a_ros.bags.session import ros_session
+
+    # Our own options stay out of rclpy: only the --ros-args part reaches it (here a node rename).
+    with ros_session("m2a_bag_session_test", ["-r", "__node:=renamed_by_ros_args"]) as session:
+        assert session.node.get_name() == "renamed_by_ros_args" and session.ok()
+        raise KeyboardInterrupt  # Ctrl-C: ends the block quietly, reported through ``interrupted``
+    assert session.interrupted and not session.ok()
+
+    with pytest.raises(ValueError, match="not an interrupt"):
+        with ros_session("m2a_bag_session_test", []) as session:
+            raise ValueError("not an interrupt")
+    assert not session.interrupted and not session.ok()  # shut down anyway, so the next tool can init again
