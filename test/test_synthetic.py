@@ -210,6 +210,7 @@ def test_cli_writes_all_three_sets_with_previews(tmp_path, capsys):
     (["cityscapes", "--height", "8"], "at least 32x32"),
     (["cityscapes", "--train", "0"], "nothing to write"),
     (["anomaly", "--num", "0"], "--num must be >= 1"),
+    (["outliers", "--num", "0"], "--num must be >= 1"),
     (["anomaly", "--num", "1", "--min-anomalies", "3", "--max-anomalies", "2"], "1 <= min <= max"),
     (["outliers", "--num", "2", "--min-size", "50", "--max-size", "10"], "min-size <= max-size"),
     (["outliers", "--num", "2", "--seed", "-1"], "--seed must be >= 0"),
