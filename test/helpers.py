@@ -1,9 +1,23 @@
 """Small shared test helpers (importable from test modules, unlike conftest)."""
 from __future__ import annotations
 
+import contextlib
+import os
+import random
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
 import numpy as np
 
 from m2a_core.config import ModelConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Each ROS test module draws its private DDS domain from its own range, so that two modules run in parallel
+# (pytest-xdist, two worktrees on one machine) never share a domain and hear each other's nodes.
+NODE_TEST_DOMAINS = range(1, 101)
+BAG_TEST_DOMAINS = range(101, 201)
 
 # A compact model that shares every line of code with the official R50 one.
 TINY = ModelConfig(
@@ -31,3 +45,32 @@ def make_model(config: ModelConfig, seed: int, force_class: int | None = None):
         if force_class is not None:
             model.predictor.class_embed.bias[force_class] += 6.0
     return model
+
+
+@contextlib.contextmanager
+def ros_domain(domain_ids: range, discovery_range: str = "LOCALHOST") -> Iterator:
+    """A private DDS domain (random id from ``domain_ids``) and an rclpy context in it.
+
+    Node processes started inside inherit the domain, the discovery range, the transports the launch file
+    ships (Fast DDS LARGE_DATA) and this checkout on PYTHONPATH. The environment is restored on exit.
+    """
+    import rclpy
+
+    saved = {k: os.environ.get(k) for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "AMENT_PREFIX_PATH",
+                                             "FASTDDS_BUILTIN_TRANSPORTS", "PYTHONPATH")}
+    os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().choice(domain_ids))
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = discovery_range
+    os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+    os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"  # what launch/anomaly.launch.py ships
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), saved["PYTHONPATH"]]))
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    try:
+        yield context
+    finally:
+        rclpy.shutdown(context=context)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

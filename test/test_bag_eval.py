@@ -14,25 +14,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image as PILImage
+from rclpy.serialization import deserialize_message, serialize_message
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
 
+from m2a_core.checkpoint import save_weights
+from m2a_core.metrics.evaluate import evaluate_anomaly
+from m2a_core.predictor import Predictor
+from m2a_core.visualize import colorize_scores
+from m2a_ros.bags.evaluate import main as bag_eval
+from m2a_ros.bags.storage import BagWriter, open_bag
+from m2a_ros.conversions import image_to_array
+
+from helpers import TINY, make_model, random_image
+
+# Message definitions rosbags does not ship come from the ROS install's share folders (m2a_ros.bags.storage).
 os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
-pytest.importorskip("rclpy", reason="ROS 2 rclpy is not installed")
-pytest.importorskip("rosbags", reason="rosbags is not installed")
-
-from PIL import Image as PILImage  # noqa: E402
-from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
-from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
-from std_msgs.msg import String  # noqa: E402
-
-from m2a_core.checkpoint import save_weights  # noqa: E402
-from m2a_core.metrics.evaluate import evaluate_anomaly  # noqa: E402
-from m2a_core.predictor import Predictor  # noqa: E402
-from m2a_core.visualize import colorize_scores  # noqa: E402
-from m2a_ros.bags.evaluate import main as bag_eval  # noqa: E402
-from m2a_ros.bags.storage import BagWriter, open_bag  # noqa: E402
-from m2a_ros.conversions import image_to_array  # noqa: E402
-
-from helpers import TINY, make_model, random_image  # noqa: E402
 
 HEIGHT, WIDTH = 48, 80
 NUM_FRAMES = 6

@@ -17,22 +17,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message, serialize_message
+from sensor_msgs.msg import Image
 
+from m2a_core.checkpoint import save_weights
+from m2a_core.predictor import Predictor
+from m2a_ros.bags.storage import BagWriter, open_bag
+from m2a_ros.conversions import image_to_array
+
+from helpers import BAG_TEST_DOMAINS, TINY, make_model, random_image, ros_domain
+
+# Message definitions rosbags does not ship come from the ROS install's share folders (m2a_ros.bags.storage).
 os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
-rclpy = pytest.importorskip("rclpy", reason="ROS 2 rclpy is not installed")
-pytest.importorskip("rosbags", reason="rosbags is not installed")
-
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
-
-from m2a_core.checkpoint import save_weights  # noqa: E402
-from m2a_core.predictor import Predictor  # noqa: E402
-from m2a_ros.bags.storage import BagWriter, open_bag  # noqa: E402
-from m2a_ros.conversions import image_to_array  # noqa: E402
-
-from helpers import TINY, make_model, random_image  # noqa: E402
 
 WORKTREE = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 48, 80
@@ -64,23 +63,8 @@ def write_camera_bag(path: Path, storage: str, frames: int) -> Path:
 @pytest.fixture()
 def ros_context():
     """A private DDS domain; the processes started by the test inherit it."""
-    keys = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_BUILTIN_TRANSPORTS", "PYTHONPATH")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(101, 200))
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WORKTREE), saved["PYTHONPATH"]]))
-    context = rclpy.context.Context()
-    rclpy.init(context=context)
-    try:
+    with ros_domain(BAG_TEST_DOMAINS, "LOCALHOST") as context:
         yield context
-    finally:
-        rclpy.shutdown(context=context)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 class Process:
@@ -324,3 +308,18 @@ def test_play_loops_and_stops_at_a_damaged_bag(tmp_path):
     stats = play(open_bag(bag), lambda topic, data: published.append((topic, data)), rate=50.0, loop=True)
     assert 0 < len(published) < frames and [d for _, d in published] == originals[:len(published)]
     assert "truncated" in stats.problem  # a damaged bag is played once, up to the damage, then reported
+
+
+def test_ros_session_applies_ros_args_and_shuts_rclpy_down_after_an_interrupt_or_an_error(ros_context):
+    from m2a_ros.bags.session import ros_session
+
+    # Our own options stay out of rclpy: only the --ros-args part reaches it (here a node rename).
+    with ros_session("m2a_bag_session_test", ["-r", "__node:=renamed_by_ros_args"]) as session:
+        assert session.node.get_name() == "renamed_by_ros_args" and session.ok()
+        raise KeyboardInterrupt  # Ctrl-C: ends the block quietly, reported through ``interrupted``
+    assert session.interrupted and not session.ok()
+
+    with pytest.raises(ValueError, match="not an interrupt"):
+        with ros_session("m2a_bag_session_test", []) as session:
+            raise ValueError("not an interrupt")
+    assert not session.interrupted and not session.ok()  # shut down anyway, so the next tool can init again

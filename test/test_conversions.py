@@ -6,12 +6,10 @@ import io
 import numpy as np
 import pytest
 from PIL import Image as PILImage
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
 
-pytest.importorskip("sensor_msgs.msg", reason="ROS 2 message packages (rclpy wheels) are not installed")
-from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
-
-from m2a_ros.conversions import (  # noqa: E402
+from m2a_ros.conversions import (
     ImageConversionError,
     array_to_image,
     compressed_to_rgb,
@@ -19,7 +17,7 @@ from m2a_ros.conversions import (  # noqa: E402
     image_to_rgb,
 )
 
-from helpers import random_image  # noqa: E402
+from helpers import random_image
 
 
 def make_image(values: np.ndarray, encoding: str, padding: int = 0, bigendian: bool = False) -> Image:

@@ -6,11 +6,8 @@ ROS_DOMAIN_ID with localhost discovery. Expected values come from the library (`
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import os
-import random
 import signal
 import subprocess
 import sys
@@ -20,31 +17,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rclpy
 import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from PIL import Image as PILImage
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header, String
+from visualization_msgs.msg import Marker, MarkerArray
 
-rclpy = pytest.importorskip("rclpy", reason="ROS 2 rclpy is not installed")
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
-from lifecycle_msgs.msg import State, Transition  # noqa: E402
-from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
-from PIL import Image as PILImage  # noqa: E402
-from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue  # noqa: E402
-from rcl_interfaces.srv import SetParameters  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.qos import qos_profile_sensor_data  # noqa: E402
-from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
-from std_msgs.msg import Header, String  # noqa: E402
-from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
+from m2a_core.checkpoint import save_weights, sha256_file
+from m2a_core.classes import CITYSCAPES, UNKNOWN_ID
+from m2a_core.modeling import Mask2Anomaly
+from m2a_core.openset import Calibration, PanopticParams, save_calibration
+from m2a_core.predictor import Predictor
+from m2a_core.visualize import anomaly_overlay, colorize_labels, colorize_scores
+from m2a_ros.conversions import image_to_array
+from m2a_ros.qos import latched_qos, output_qos
 
-from m2a_core.checkpoint import save_weights, sha256_file  # noqa: E402
-from m2a_core.classes import CITYSCAPES, UNKNOWN_ID  # noqa: E402
-from m2a_core.modeling import Mask2Anomaly  # noqa: E402
-from m2a_core.openset import Calibration, PanopticParams, save_calibration  # noqa: E402
-from m2a_core.predictor import Predictor  # noqa: E402
-from m2a_core.visualize import anomaly_overlay, colorize_labels, colorize_scores  # noqa: E402
-from m2a_ros.conversions import image_to_array  # noqa: E402
-from m2a_ros.qos import latched_qos, output_qos  # noqa: E402
-
-from helpers import TINY, random_image  # noqa: E402
+from helpers import NODE_TEST_DOMAINS, TINY, random_image, ros_domain
 
 WORKTREE = Path(__file__).resolve().parents[1]
 NODE = "/m2a_anomaly"
@@ -66,33 +62,10 @@ def node_command() -> list[str]:
     return [sys.executable, "-m", "m2a_ros.anomaly_node"]
 
 
-@contextlib.contextmanager
-def ros_domain(discovery_range: str):
-    """A private DDS domain (random id) and an rclpy context in it; node processes started inside inherit it."""
-    saved = {k: os.environ.get(k) for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "AMENT_PREFIX_PATH",
-                                             "FASTDDS_BUILTIN_TRANSPORTS", "PYTHONPATH")}
-    os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 100))
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = discovery_range
-    os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
-    os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"  # what launch/anomaly.launch.py ships
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WORKTREE), saved["PYTHONPATH"]]))
-    context = rclpy.context.Context()
-    rclpy.init(context=context)
-    try:
-        yield context
-    finally:
-        rclpy.shutdown(context=context)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 @pytest.fixture(scope="module")
 def ros_env():
     """Localhost discovery: small frames only (see test_camera_size_frames_cross_processes)."""
-    with ros_domain("LOCALHOST") as context:
+    with ros_domain(NODE_TEST_DOMAINS, "LOCALHOST") as context:
         yield context
 
 
@@ -629,7 +602,7 @@ def test_camera_size_frames_cross_processes(weights, expected, tmp_path):
     ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST they do not (whatever the transports), so this test discovers
     over the system default range, isolated by its random domain id.
     """
-    with ros_domain("SYSTEM_DEFAULT") as context:
+    with ros_domain(NODE_TEST_DOMAINS, "SYSTEM_DEFAULT") as context:
         params = write_params(tmp_path / "anomaly.yaml", **base_params(weights, max_pixels=4096 * 4096))
         process = NodeProcess(params, tmp_path / "node.log", ("-r", "image:=/camera/image"))
         harness = Harness(context)

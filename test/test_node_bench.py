@@ -8,12 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("rclpy", reason="ROS 2 rclpy is not installed")
-
-from m2a_core.benchmarks.ros_node import add_bench_parser  # noqa: E402
-from m2a_ros.bench_node import build_parser  # noqa: E402
+from m2a_core.benchmarks.ros_node import add_bench_parser
+from m2a_ros.bench_node import build_parser
 
 WORKTREE = Path(__file__).resolve().parents[1]
 

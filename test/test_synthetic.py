@@ -21,6 +21,8 @@ from m2a_core.synthetic.writer import (
     write_cityscapes,
     write_outlier_pool,
 )
+from m2a_core.training.anomalymix import OutlierPool
+from m2a_core.training.data import build_dataset
 
 HEIGHT, WIDTH = 96, 192
 
@@ -158,9 +160,8 @@ def test_cityscapes_layout_loads_through_the_readers(tmp_path):
 
 
 def test_cityscapes_layout_loads_in_the_training_reader(tmp_path):
-    data = pytest.importorskip("m2a_core.training.data", reason="training data loader not on this branch")
     write_cityscapes(tmp_path, {"train": 2}, HEIGHT, WIDTH, seed=6, progress=False)
-    dataset = data.build_dataset("cityscapes", tmp_path, "train")
+    dataset = build_dataset("cityscapes", tmp_path, "train")
     assert len(dataset) == 2
 
 
@@ -181,9 +182,8 @@ def test_anomaly_benchmark_loads_through_the_readers(tmp_path):
 
 
 def test_outlier_pool_loads_in_anomalymix(tmp_path):
-    anomalymix = pytest.importorskip("m2a_core.training.anomalymix", reason="AnomalyMix not on this branch")
     write_outlier_pool(tmp_path, 4, seed=2, progress=False)
-    pool = anomalymix.OutlierPool(tmp_path)
+    pool = OutlierPool(tmp_path)
     assert len(pool) == 4
     obj = pool.load(0)
     assert obj.mask.any() and obj.image.shape[:2] == obj.mask.shape
@@ -210,6 +210,7 @@ def test_cli_writes_all_three_sets_with_previews(tmp_path, capsys):
     (["cityscapes", "--height", "8"], "at least 32x32"),
     (["cityscapes", "--train", "0"], "nothing to write"),
     (["anomaly", "--num", "0"], "--num must be >= 1"),
+    (["outliers", "--num", "0"], "--num must be >= 1"),
     (["anomaly", "--num", "1", "--min-anomalies", "3", "--max-anomalies", "2"], "1 <= min <= max"),
     (["outliers", "--num", "2", "--min-size", "50", "--max-size", "10"], "min-size <= max-size"),
     (["outliers", "--num", "2", "--seed", "-1"], "--seed must be >= 0"),

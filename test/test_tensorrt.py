@@ -96,7 +96,7 @@ def _has_tensorrt() -> bool:
 
 def test_without_tensorrt_the_backend_says_what_is_missing(tmp_path):
     if _has_tensorrt():
-        pytest.skip("TensorRT is installed here")
+        pytest.skip("TensorRT is installed here: the missing-TensorRT error cannot occur")
     with pytest.raises(M2AError, match="TensorRT 10"):
         import_tensorrt()
     done = subprocess.run([sys.executable, "-m", "m2a_core", "build-engine", "--onnx", str(tmp_path / "m.onnx")],
@@ -105,7 +105,8 @@ def test_without_tensorrt_the_backend_says_what_is_missing(tmp_path):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not _has_tensorrt(), reason="needs CUDA and TensorRT 10+")
+@pytest.mark.skipif(not _has_tensorrt(),
+                    reason="needs a CUDA GPU and NVIDIA TensorRT 10+ (not installable on CPU-only machines)")
 def test_tensorrt_engine_matches_torch(tmp_path):
     import numpy as np
 

@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, ros_args: list[str]) -> int:
+    from m2a_ros.bags.session import ros_session
     from m2a_ros.bags.storage import open_bag
 
     if args.depth < 1:
@@ -162,24 +163,15 @@ def _run(args: argparse.Namespace, ros_args: list[str]) -> int:
     if unknown:
         raise M2AError(f"{args.bag}: no topic {unknown[0]!r}; it has {', '.join(sorted(bag.topics))}")
     remaps = parse_remaps(args.remap)
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
-
-    # Never None: rclpy would then parse sys.argv, where our own options (e.g. --remap a:=b) look like ROS rules.
-    rclpy.init(args=["--ros-args", *ros_args] if ros_args else [])
-    node = rclpy.create_node("m2a_bag_play")
-    try:
-        publisher = BagPublisher(node, bag, topics, remaps, args.qos == "reliable", args.depth)
+    with ros_session("m2a_bag_play", ros_args) as session:
+        publisher = BagPublisher(session.node, bag, topics, remaps, args.qos == "reliable", args.depth)
         if args.wait_for_subscribers:
             publisher.wait_for_subscribers(args.wait_for_subscribers, args.wait_timeout)
         time.sleep(max(0.0, args.start_delay))
-        stats = play(bag, publisher.publish, args.rate, args.loop, topics, should_stop=lambda: not rclpy.ok())
+        stats = play(bag, publisher.publish, args.rate, args.loop, topics, should_stop=lambda: not session.ok())
         publisher.wait_for_delivery(args.wait_timeout)
-    except (KeyboardInterrupt, ExternalShutdownException):
+    if session.interrupted:
         return 0
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
     summary = ", ".join(f"{t}: {n}" for t, n in stats.published.items())
     print(f"published {summary} in {stats.wall_s:.2f} s; max lateness {1e3 * stats.max_lateness_s:.1f} ms")
     if stats.problem:

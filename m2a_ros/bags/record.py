@@ -89,43 +89,35 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, ros_args: list[str]) -> int:
     import signal
 
+    from m2a_ros.bags.session import ros_session
     from m2a_ros.bags.storage import BagWriter
 
     if args.duration < 0 or args.max_messages < 0 or args.depth < 1:
         raise M2AError("--duration and --max-messages must be >= 0, --depth >= 1")
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-
-    # Never None: rclpy would then parse sys.argv, where our own options (e.g. --remap a:=b) look like ROS rules.
-    rclpy.init(args=["--ros-args", *ros_args] if ros_args else [])
-    node = rclpy.create_node("m2a_bag_record")
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    stop = {"now": False}
-    # SIGTERM (a launch file or test stopping us) ends the recording like Ctrl-C: the bag is closed.
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    writer = None
-    try:
-        writer = BagWriter(args.out, args.storage, args.compress)
-        recorder = BagRecorder(node, list(args.topics), writer.write, args.discovery_timeout, args.depth,
-                               spin=lambda: executor.spin_once(timeout_sec=0.0))
-        print(f"recording {', '.join(args.topics)} to {args.out}", flush=True)
-        deadline = time.monotonic() + args.duration if args.duration else None
-        while rclpy.ok() and not stop["now"]:
-            executor.spin_once(timeout_sec=0.05)
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            if args.max_messages and writer.count >= args.max_messages:
-                break
-        del recorder
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if writer is not None:
-            path = writer.close()
-            print(f"wrote {writer.count} messages to {path}", flush=True)
-        node.destroy_node()
-        rclpy.try_shutdown()
+    with ros_session("m2a_bag_record", ros_args) as session:
+        executor = session.executor
+        stop = {"now": False}
+        # SIGTERM (a launch file or test stopping us) ends the recording like Ctrl-C: the bag is closed.
+        signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+        writer = None
+        try:
+            writer = BagWriter(args.out, args.storage, args.compress)
+            recorder = BagRecorder(session.node, list(args.topics), writer.write, args.discovery_timeout, args.depth,
+                                   spin=lambda: executor.spin_once(timeout_sec=0.0))
+            print(f"recording {', '.join(args.topics)} to {args.out}", flush=True)
+            deadline = time.monotonic() + args.duration if args.duration else None
+            while session.ok() and not stop["now"]:
+                executor.spin_once(timeout_sec=0.05)
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if args.max_messages and writer.count >= args.max_messages:
+                    break
+            del recorder
+        finally:
+            # Also on Ctrl-C (handled by ros_session after this): the bag is complete in every case.
+            if writer is not None:
+                path = writer.close()
+                print(f"wrote {writer.count} messages to {path}", flush=True)
     return 0
 
 
