@@ -147,8 +147,11 @@ def test_play_delivers_every_frame_in_order_with_timing(tmp_path, ros_context, s
     assert [stamp_of(m) for _, m in received] == [stamp(i) for i in range(frames)], player.log()
     for index, (_, msg) in enumerate(received):
         np.testing.assert_array_equal(image_to_array(msg), frame(index))
-    span = received[-1][0] - received[0][0]
-    assert span >= 0.9 * (frames - 1) * STEP_NS * 1e-9 / rate  # recorded spacing / rate, never faster
+    # Recorded spacing / rate, never faster. Timed from the second frame: the first can arrive late, because the
+    # player may see the subscriber matched before the subscriber sees the player (discovery is asymmetric) and
+    # the reliable writer then resends it (measured: 35 ms late under load, so a first-to-last span fell short).
+    span = received[-1][0] - received[1][0]
+    assert span >= 0.9 * (frames - 2) * STEP_NS * 1e-9 / rate
     assert f"/camera/image: {frames}" in player.log()
 
 
