@@ -208,7 +208,11 @@ def test_open_set_errors_are_one_line(tmp_path, sample_bag, weights, capsys):
               "--out", str(tmp_path / "out"), *OPTIONS]
     assert bag_eval([*common, "--semantic-topic", SEMANTIC_TOPIC, "--sheet", "0", "--set", "publish=[anomaly]"]) == 2
     assert "add 'labels' to the 'publish' parameter" in capsys.readouterr().err
-    assert bag_eval([*common, "--set", "publish=[anomaly, labels]"]) == 2   # the contact sheet needs the pictures
+    # Without the picture outputs there is no contact sheet by default, and asking for one is an error.
+    assert bag_eval([*common, "--set", "publish=[anomaly, labels]"]) == 0
+    assert not (tmp_path / "out" / "contact_sheet.png").exists()
+    capsys.readouterr()
+    assert bag_eval([*common, "--set", "publish=[anomaly, labels]", "--sheet", "2"]) == 2
     assert "pictures need the node outputs anomaly_color, labels_color, overlay" in capsys.readouterr().err
     # Semantic labels with an id the model does not have (30 of 19 classes).
     bad = tmp_path / "bad"

@@ -73,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "adds open-mIoU (the node's open-set labels) and closed mIoU (offline only)")
     parser.add_argument("--pictures", action="store_true",
                         help="write every frame's heatmap, open-set labels and overlay PNGs to OUT/pictures")
-    parser.add_argument("--sheet", type=int, default=6,
-                        help="frames in contact_sheet.png, spread over the bag (0: none)")
+    parser.add_argument("--sheet", type=int, default=None,
+                        help="frames in contact_sheet.png, spread over the bag (0: none; default 6 when the node "
+                             "publishes anomaly_color, labels_color and overlay)")
     parser.add_argument("--weights", help="model weights (overrides the parameter file's 'weights')")
     parser.add_argument("--params-file", help="the node's parameter YAML (e.g. config/anomaly.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -367,13 +368,19 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from m2a_ros.bags.pipeline import IMAGE_TYPES, FrameFailure, NodePipeline, node_values
-    from m2a_ros.bags.products import OpenSetScores, ProductPictures, require_picture_outputs
+    from m2a_ros.bags.products import (
+        DEFAULT_SHEET_FRAMES,
+        PICTURE_OUTPUTS,
+        OpenSetScores,
+        ProductPictures,
+        require_picture_outputs,
+    )
     from m2a_ros.bags.storage import BagTruncated, BagWriter
     from m2a_ros.memory import keep_freed_memory
     from m2a_ros.outputs import CLASS_INFO_TOPIC, OUTPUT_TOPICS, class_info_json, message_class
 
     keep_freed_memory()  # as the node: per-frame arrays reuse freed pages
-    if args.sheet < 0:
+    if args.sheet is not None and args.sheet < 0:
         raise M2AError(f"--sheet must be >= 0, got {args.sheet}")
     bag, image_type, truth, label_problem = open_inputs(args)
     out = Path(args.out)
@@ -390,9 +397,12 @@ def run(args: argparse.Namespace) -> int:
             raise M2AError("--semantic-topic scores the node's open-set labels: add 'labels' to the 'publish' "
                            "parameter")
         open_set = OpenSetScores(semantic_truth, pipeline.predictor.class_set)
-    if args.pictures or args.sheet:
+    sheet_frames = args.sheet
+    if sheet_frames is None:  # by default, a contact sheet when the node makes the pictures anyway
+        sheet_frames = DEFAULT_SHEET_FRAMES if set(PICTURE_OUTPUTS.values()) <= pipeline.wanted else 0
+    if args.pictures or sheet_frames:
         require_picture_outputs(pipeline.wanted)
-    pictures = ProductPictures(out, args.pictures, args.sheet, bag.counts.get(args.image_topic), truth)
+    pictures = ProductPictures(out, args.pictures, sheet_frames, bag.counts.get(args.image_topic), truth)
     prefix = "/" + args.node_name.strip("/")
     kind, msg_class = IMAGE_TYPES[image_type], message_class(image_type)
     read_problem = None
