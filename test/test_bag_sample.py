@@ -117,6 +117,14 @@ def test_sample_bag_is_reproducible_and_replaced_whole(tmp_path, capsys):
     assert make_sample([*arguments[:-1], "--jpeg-quality", "0"]) == 2
     assert "--jpeg-quality must be in 1..100" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in bag.iterdir()} == first   # a failed run leaves the bag alone
+    # Without --seed, the held-out seed of the demo recipe.
+    from training.make_demo_model import SEEDS
+
+    size = ["--frames", "1", "--height", "48", "--width", "64", "--no-progress"]
+    assert make_sample(["--out", str(tmp_path / "default" / "bag"), *size]) == 0
+    assert make_sample(["--out", str(tmp_path / "explicit" / "bag"), *size, "--seed", str(SEEDS["test"])]) == 0
+    assert ((tmp_path / "default" / "bag" / "bag.mcap").read_bytes()
+            == (tmp_path / "explicit" / "bag" / "bag.mcap").read_bytes())
     not_a_bag = tmp_path / "notes"
     not_a_bag.mkdir()
     assert make_sample(["--out", str(not_a_bag), *arguments[2:]]) == 2
@@ -227,3 +235,31 @@ def test_open_set_errors_are_one_line(tmp_path, sample_bag, weights, capsys):
     error = capsys.readouterr().err
     (line,) = [line for line in error.splitlines() if "error" in line]   # the rest is the progress bar
     assert "has values [30]" in line and "class ids 0..18" in line
+
+
+def test_committed_sample_bag_is_the_held_out_benchmark():
+    """data/demo/synth_heldout (what `make demo` runs on): readable by rosbags, under 20 MB, and its first and last
+    frames are those of the held-out benchmark (the recipe's seed; size as stored in the bag)."""
+    from m2a_core.synthetic.writer import anomaly_frame, anomaly_labels, open_set_labels
+    from m2a_ros.bags.sample import MAX_ANOMALIES, MIN_ANOMALIES, held_out_plan
+
+    bag = Path(__file__).resolve().parents[1] / "data" / "demo" / "synth_heldout"
+    assert sum(f.stat().st_size for f in bag.iterdir()) < 20e6
+    seed = held_out_plan()["seed"]
+    with Reader(bag) as reader:
+        counts = {c.topic: c.msgcount for c in reader.connections}
+        assert counts == {IMAGE_TOPIC: 90, ANOMALY_TOPIC: 90, SEMANTIC_TOPIC: 90}
+        wanted = {stamp(0), stamp(89)}
+        messages = [(c.topic, t, bytes(d)) for c, t, d in reader.messages(start=stamp(0), stop=stamp(89) + 1)
+                    if t in wanted]
+    assert len(messages) == 6
+    for topic, log_time, data in messages:
+        index = (log_time - START_NS) // 100_000_000
+        if topic == IMAGE_TOPIC:
+            picture = np.asarray(PILImage.open(io.BytesIO(bytes(deserialize_message(data, CompressedImage).data))))
+            frame = anomaly_frame(seed, index, picture.shape[0], picture.shape[1], MIN_ANOMALIES, MAX_ANOMALIES)
+            np.testing.assert_array_equal(picture, frame.image)
+        else:
+            labels = np.frombuffer(bytes(deserialize_message(data, Image).data), np.uint8).reshape(frame.labels.shape)
+            expected = anomaly_labels(frame) if topic == ANOMALY_TOPIC else open_set_labels(frame)
+            np.testing.assert_array_equal(labels, expected)

@@ -61,9 +61,13 @@ def held_out_plan() -> dict[str, int]:
     if not DEMO_RECIPE.is_file():
         raise M2AError(f"{DEMO_RECIPE} is not here (installed without the repository's training/ folder): "
                        "give --frames, --height, --width and --seed")
-    spec = importlib.util.spec_from_file_location("m2a_make_demo_model", DEMO_RECIPE)
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
+    name = "m2a_make_demo_model"
+    recipe = sys.modules.get(name)
+    if recipe is None:
+        spec = importlib.util.spec_from_file_location(name, DEMO_RECIPE)
+        recipe = importlib.util.module_from_spec(spec)
+        sys.modules[name] = recipe   # its dataclasses look their module up there
+        spec.loader.exec_module(recipe)
     return {"frames": recipe.FULL.test, "height": recipe.FULL.height, "width": recipe.FULL.width,
             "seed": recipe.SEEDS["test"]}
 
