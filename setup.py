@@ -54,6 +54,7 @@ setup(
             "m2a_anomaly_node = m2a_ros.anomaly_node:main",
             "m2a_bench_node = m2a_ros.bench_node:main",
             "m2a_bag_eval = m2a_ros.bags.evaluate:main",
+            "m2a_bag_make_sample = m2a_ros.bags.sample:main",
             "m2a_bag_play = m2a_ros.bags.play:main",
             "m2a_bag_record = m2a_ros.bags.record:main",
         ],

@@ -13,7 +13,13 @@ output building (``m2a_ros.bags.pipeline``). Written to ``--out``:
   metrics as ``m2a eval``); ground truth is matched to frames by header stamp within ``--match-tolerance``
   and unmatched frames and labels are counted in the report. Labels are 0 inlier / 1 anomaly / 255 void:
   a ``mono8`` Image topic, or PNGs named ``<stamp in ns>.png``;
-- ``report.md`` / ``report.json``: metrics table, frame counts, failures, matching, latency summary and the
+- with ``--semantic-topic`` (mono8 trainIds, 254 unknown, 255 void): open-mIoU of the node's open-set label
+  image and closed-set mIoU of its class map on the known pixels (``m2a_ros.bags.products.OpenSetScores``);
+- ``contact_sheet.png``: ``--sheet`` frames spread over the bag (camera image, ground truth, the node's heatmap,
+  open-set labels and overlay with unknown instances); with ``--pictures`` also every frame's
+  ``pictures/<stamp>_{heatmap,labels,overlay}.png`` (the node's published images);
+- ``report.md`` / ``report.json``: a summary table (AuPRC, FPR95, sIoU, PPV, mean F1, open-mIoU, closed mIoU,
+  unknown IoU), the metrics table, frame counts, failures, matching, latency summary and the
   bag's state (a damaged bag is read up to the damage; the report says where reading stopped);
 - ``latency.csv`` (per frame) and ``latency.png``; ``worst_frames.png``: the frames with the lowest AuPRC
   (the slowest without ground truth) as a contact sheet.
@@ -62,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     truth = parser.add_mutually_exclusive_group()
     truth.add_argument("--labels-topic", help="ground-truth topic in the bag: mono8 Image, 0 / 1 anomaly / 255 void")
     truth.add_argument("--labels-dir", help="ground-truth folder: <header stamp in ns>.png, 0 / 1 / 255")
+    parser.add_argument("--semantic-topic",
+                        help="semantic ground-truth topic: mono8 Image of class ids, 254 unknown (anomaly), 255 void; "
+                             "adds open-mIoU (the node's open-set labels) and closed mIoU (offline only)")
+    parser.add_argument("--pictures", action="store_true",
+                        help="write every frame's heatmap, open-set labels and overlay PNGs to OUT/pictures")
+    parser.add_argument("--sheet", type=int, default=None,
+                        help="frames in contact_sheet.png, spread over the bag (0: none; default 6 when the node "
+                             "publishes anomaly_color, labels_color and overlay)")
     parser.add_argument("--weights", help="model weights (overrides the parameter file's 'weights')")
     parser.add_argument("--params-file", help="the node's parameter YAML (e.g. config/anomaly.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -133,9 +147,11 @@ def labels_from_dir(folder: Path, tolerance_ns: int) -> GroundTruth:
     return GroundTruth(sorted(paths), paths, tolerance_ns)
 
 
-def labels_from_topic(bag, topic: str, folder: Path, tolerance_ns: int) -> tuple[GroundTruth, str | None]:
+def labels_from_topic(bag, topic: str, folder: Path, tolerance_ns: int,
+                      values: tuple[int, ...] | None = LABEL_VALUES) -> tuple[GroundTruth, str | None]:
     """Spool the label topic to PNGs first (one pass over that topic only): frames then find their label
-    wherever it lies in the bag, and memory holds only stamps."""
+    wherever it lies in the bag, and memory holds only stamps. ``values``: the only values allowed (None: any,
+    checked by the user of the labels)."""
     from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import Image
 
@@ -152,14 +168,15 @@ def labels_from_topic(bag, topic: str, folder: Path, tolerance_ns: int) -> tuple
         for message in bag.messages([topic]):
             msg = deserialize_message(message.data, Image)
             if msg.encoding != "mono8":
-                raise DatasetError(f"labels topic {topic}: encoding {msg.encoding!r}, expected mono8 (0/1/255)")
+                raise DatasetError(f"labels topic {topic}: encoding {msg.encoding!r}, expected mono8")
             try:
                 labels = image_to_array(msg)
             except ImageConversionError as exc:
                 raise DatasetError(f"labels topic {topic}: {exc}") from None
-            unexpected = np.setdiff1d(np.unique(labels), LABEL_VALUES)
-            if unexpected.size:
-                raise DatasetError(f"labels topic {topic} has values {unexpected[:8].tolist()}; expected 0, 1, 255")
+            unexpected = np.setdiff1d(np.unique(labels), values) if values is not None else ()
+            if len(unexpected):
+                raise DatasetError(f"labels topic {topic} has values {unexpected[:8].tolist()}; expected "
+                                   + ", ".join(map(str, values)))
             stamp = header_stamp_ns(msg.header)
             write_png(folder / f"{stamp}.png", labels)
             paths[stamp] = folder / f"{stamp}.png"
@@ -292,12 +309,13 @@ class FrameBook:
                 "label_read_problem": label_problem,
             }
         metrics_markdown = _evaluate(args, truth, self.matched, self.frames_dir, out, report)
+        summary_markdown = _summary_table(report, Path(args.bag).name)
         _write_latency(self.latency_rows, out, report.get("latency_title", "per-frame latency"))
         if self.worst:
             _contact_sheet(sorted(self.worst, reverse=True), out / "worst_frames.png",
                            "lowest AuPRC" if truth is not None else "slowest frames")
         atomic_write_text(out / "report.json", json.dumps(json_ready(report), indent=2, sort_keys=True) + "\n")
-        markdown = _report_markdown(report, metrics_markdown, bool(self.worst))
+        markdown = _report_markdown(report, metrics_markdown, bool(self.worst), summary_markdown)
         atomic_write_text(out / "report.md", markdown)
         return markdown
 
@@ -341,22 +359,50 @@ def run(args: argparse.Namespace) -> int:
     if args.live:
         from m2a_ros.bags.live import run_live
 
+        if args.semantic_topic or args.pictures:
+            raise M2AError("--semantic-topic and --pictures work offline only (without --live)")
+
         return run_live(args)
     from rclpy.serialization import deserialize_message, serialize_message
     from std_msgs.msg import String
     from tqdm import tqdm
 
     from m2a_ros.bags.pipeline import IMAGE_TYPES, FrameFailure, NodePipeline, node_values
+    from m2a_ros.bags.products import (
+        DEFAULT_SHEET_FRAMES,
+        PICTURE_OUTPUTS,
+        OpenSetScores,
+        ProductPictures,
+        require_picture_outputs,
+    )
     from m2a_ros.bags.storage import BagTruncated, BagWriter
     from m2a_ros.memory import keep_freed_memory
     from m2a_ros.outputs import CLASS_INFO_TOPIC, OUTPUT_TOPICS, class_info_json, message_class
 
     keep_freed_memory()  # as the node: per-frame arrays reuse freed pages
+    if args.sheet is not None and args.sheet < 0:
+        raise M2AError(f"--sheet must be >= 0, got {args.sheet}")
     bag, image_type, truth, label_problem = open_inputs(args)
+    out = Path(args.out)
+    semantic_truth, semantic_problem = None, None
+    if args.semantic_topic:
+        semantic_truth, semantic_problem = labels_from_topic(bag, args.semantic_topic, out / "ground_truth_semantic",
+                                                             round(args.match_tolerance * 1e9), values=None)
     values = node_values(args.weights, args.params_file, parse_overrides(args.set))
     pipeline = NodePipeline(values)
-    out = Path(args.out)
     book = FrameBook(out, truth, args.worst, pipeline.render_settings())
+    open_set = None
+    if semantic_truth is not None:
+        if "labels" not in pipeline.wanted:
+            raise M2AError("--semantic-topic scores the node's open-set labels: add 'labels' to the 'publish' "
+                           "parameter")
+        open_set = OpenSetScores(semantic_truth, pipeline.predictor.class_set)
+    sheet_frames = args.sheet
+    if sheet_frames is None:  # by default, a contact sheet when the node makes the pictures anyway
+        sheet_frames = DEFAULT_SHEET_FRAMES if set(PICTURE_OUTPUTS.values()) <= pipeline.wanted else 0
+    if args.pictures or sheet_frames:
+        require_picture_outputs(pipeline.wanted)
+    pictures = ProductPictures(out, args.pictures, sheet_frames, bag.counts.get(args.image_topic), truth)
     prefix = "/" + args.node_name.strip("/")
     kind, msg_class = IMAGE_TYPES[image_type], message_class(image_type)
     read_problem = None
@@ -389,6 +435,9 @@ def run(args: argparse.Namespace) -> int:
             row = {"log_time_ns": message.log_time, **{f"{k}_ms": 1e3 * v for k, v in t.items()},
                    "total_ms": 1e3 * (t["convert"] + t["predict"] + t["render"])}
             book.add(result.stamp_ns, result.prediction.anomaly.astype(np.float32), row, lambda r=result: r.rgb)
+            if open_set is not None:
+                open_set.add(result.stamp_ns, result.prediction.labels, result.prediction.semseg)
+            pictures.add(frames_read - 1, result.stamp_ns, result.rgb, result.messages)
     except BagTruncated as exc:
         read_problem = {"position": exc.position, "reason": exc.reason, "frames_read": frames_read}
     except KeyboardInterrupt:
@@ -397,13 +446,21 @@ def run(args: argparse.Namespace) -> int:
         progress.close()
         result_bag = writer.close()
 
+    sheet = pictures.write_sheet(out / "contact_sheet.png", pipeline.values["threshold"])
     report: dict = {
         "mode": "offline", "bag": str(args.bag), "storage": bag.storage, "image_topic": args.image_topic,
         "read_by_scanning": bag.scanned, "open_problem": bag.open_problem, "read_problem": read_problem,
         "frames_read": frames_read, "result_bag": str(result_bag), "outputs": sorted(pipeline.wanted),
         "node_parameters": {k: v for k, v in values.items() if k != "publish"},
         "latency_title": "per-frame latency (offline: convert + predict + render, no DDS)",
+        "openset_threshold": pipeline.values["threshold"],
+        "pictures": {"folder": str(pictures.folder) if args.pictures else None, "frames": pictures.written,
+                     "contact_sheet": str(sheet) if sheet else None},
     }
+    if open_set is not None:
+        report["open_set"] = {**open_set.results(), "semantic_topic": args.semantic_topic,
+                              "semantic_labels": len(semantic_truth.stamps),
+                              "semantic_read_problem": semantic_problem}
     markdown = book.finish(args, report, label_problem)
     print(markdown, end="")
     if read_problem:
@@ -429,6 +486,18 @@ def _evaluate(args, truth, matched: list[int], frames_dir: Path, out: Path, repo
     report["metrics"] = {k: results.get(k) for k in ("AuPRC", "FPR95", "FPR95_interp", "AUROC", "smiyc_AuPRC",
                                                      "smiyc_FPR95", "sIoU", "PPV", "mean_F1", "num_frames")}
     return write_results(results, curves, Path(args.bag).name, out / "metrics.json", out / "curves.png")
+
+
+def _summary_table(report: dict, name: str) -> str:
+    """AuPRC, FPR95, sIoU, PPV, mean F1, open-mIoU, closed mIoU, unknown IoU in one row (percent), when the run had
+    a semantic ground truth (the anomaly columns n/a without an anomaly ground truth)."""
+    from m2a_core.metrics.evaluate import results_table
+    from m2a_ros.bags.products import SUMMARY_COLUMNS
+
+    if "open_set" not in report:
+        return ""
+    markdown, _ = results_table({name: {**(report.get("metrics") or {}), **report["open_set"]}}, SUMMARY_COLUMNS)
+    return markdown
 
 
 def _write_latency(rows: list[dict], out: Path, title: str) -> None:
@@ -495,8 +564,13 @@ def _contact_sheet(frames: list[WorstFrame], path: Path, what: str) -> None:
         pyplot.close(figure)
 
 
-def _report_markdown(report: dict, metrics_markdown: str, has_sheet: bool) -> str:
+def _report_markdown(report: dict, metrics_markdown: str, has_sheet: bool, summary_markdown: str = "") -> str:
     lines = [f"# Bag evaluation: {report['bag']} ({report['image_topic']})", ""]
+    if summary_markdown:
+        lines += ["## Summary (percent)", "", summary_markdown.rstrip(), "",
+                  f"open-mIoU: the node's open-set labels (unknown where the anomaly score >= "
+                  f"{report['openset_threshold']:.4f}); closed mIoU: its class map on the known pixels; sIoU, PPV, "
+                  "mean F1: component metrics (see below).", ""]
     if report["read_problem"]:
         problem = report["read_problem"]
         lines += [f"**Damaged bag**: reading stopped at {problem['position']} ({problem['reason']}); the results "
@@ -522,6 +596,17 @@ def _report_markdown(report: dict, metrics_markdown: str, has_sheet: bool) -> st
     lines += [f"- result bag: {report['result_bag']} (outputs: {', '.join(report['outputs'])})"]
     if has_sheet:
         lines += ["- worst frames: worst_frames.png"]
+    open_set = report.get("open_set")
+    if open_set:
+        lines += [f"- semantic ground truth ({open_set['semantic_topic']}): {open_set['semantic_labels']} labels, "
+                  f"{open_set['semantic_frames']} frames matched, {open_set['semantic_frames_without_label']} "
+                  "frames without one"]
+    pictures = report.get("pictures") or {}
+    if pictures.get("contact_sheet"):
+        lines += [f"- contact sheet: {pictures['contact_sheet']}"]
+    if pictures.get("folder"):
+        lines += [f"- pictures of {pictures['frames']} frames (heatmap, open-set labels, overlay): "
+                  f"{pictures['folder']}"]
     if metrics_markdown:
         lines += ["", "## Metrics (percent)", "", metrics_markdown.rstrip()]
     return "\n".join(lines) + "\n"

@@ -347,6 +347,13 @@ class BagWriter:
         shutil.rmtree(self.partial_root)
         return self.path
 
+    def abort(self) -> None:
+        """Stop writing and keep nothing: an existing bag at ``path`` stays as it was."""
+        try:
+            self.writer.close()
+        finally:
+            shutil.rmtree(self.partial_root, ignore_errors=True)
+
     def __enter__(self) -> BagWriter:
         return self
 
