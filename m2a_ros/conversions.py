@@ -15,10 +15,11 @@ Anything else (unknown encodings, a step shorter than a row, a data size that do
 step x height, empty or oversized images, corrupt compressed data) raises ``ImageConversionError``
 whose message names the problem; ``kind`` classifies it for the node's diagnostics counters.
 
-Reading is zero-copy (``np.frombuffer`` over the message buffer). Writing gives ``msg.data`` an ``array.array('B')``,
-which rclpy keeps as it is: one copy with ``array_to_image``, none with ``image_message`` (render straight into the
-message). Any other value costs more: an ndarray goes element by element (350 ms for 6 MB), ``bytes`` is copied
-once more into an ``array.array`` by the setter.
+Reading is zero-copy (``np.frombuffer`` over the message buffer). rclpy's ``data`` setter stores
+``array.array('B', value)``: a copy of whatever it is given, element by element for an ndarray (350 ms for 6 MB),
+a memcpy for ``bytes`` or an ``array.array``. So writing fills the buffer the message already stores:
+``array_to_image`` copies the array into it once (``tobytes()`` then the setter made two copies), and
+``image_message`` hands out that buffer as an ndarray to render into (no copy at all).
 """
 from __future__ import annotations
 
@@ -176,9 +177,8 @@ def array_to_image(array: np.ndarray, encoding: str, header) -> object:
     array = np.ascontiguousarray(array)
     msg = Image()
     _image_header(msg, header, int(array.shape[0]), int(array.shape[1]), encoding, int(array.strides[0]))
-    data = pyarray.array("B")
-    data.frombytes(array.reshape(-1).view(np.uint8))  # one copy; rclpy keeps an array.array('B') as it is
-    msg.data = data
+    msg.data = pyarray.array("B")
+    msg.data.frombytes(array.reshape(-1).view(np.uint8))  # the one copy, into the message's own buffer
     return msg
 
 
@@ -196,8 +196,10 @@ def image_message(header, encoding: str, height: int, width: int) -> tuple[objec
     step = width * channels * dtype.itemsize
     msg = Image()
     _image_header(msg, header, height, width, encoding, step)
-    data = pyarray.array("B", b"\0") * (step * height)   # repeating one byte is the fastest zeroed allocation
-    msg.data = data
+    # Grow the message's own (empty) buffer in place: the setter would store a copy of a buffer passed to it.
+    data = msg.data
+    data.append(0)
+    data *= step * height   # repeating one byte: the fastest zeroed allocation
     pixels = np.frombuffer(data, np.uint8).view(dtype)
     return msg, pixels.reshape((height, width, channels) if channels > 1 else (height, width))
 
