@@ -12,6 +12,7 @@ may differ from the float formula by one.
 """
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 
 import numpy as np
@@ -20,6 +21,16 @@ from m2a_core.classes import IGNORE_ID, UNKNOWN_ID, ClassSet
 
 UNKNOWN_COLOR = (255, 255, 255)
 ALPHA_ONE = 256   # integer blending weight of alpha = 1
+
+
+def is_tensor(value) -> bool:
+    """A torch tensor (checked without importing torch: where it is not loaded, nothing is a tensor).
+
+    The colouring functions accept tensors on any device and compute there with the same integer formulas (the
+    node colours on the model's GPU and copies uint8 back once); results are tensors on that device.
+    """
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
 
 
 @lru_cache(maxsize=8)
@@ -46,6 +57,12 @@ def lookup_colors(table: np.ndarray, index: np.ndarray, out: np.ndarray | None =
     table = np.asarray(table, np.uint8)
     if table.shape != (256, 3):
         raise ValueError(f"colour table must be [256, 3], got {list(table.shape)}")
+    if is_tensor(index):
+        import torch
+
+        if index.dtype != torch.uint8 or out is not None:
+            raise ValueError(f"colour indices must be uint8 (and no out= for tensors), got {index.dtype}")
+        return torch.tensor(table, device=index.device)[index.long()]   # a copy: the cached table is read-only
     index = np.asarray(index)
     if index.dtype != np.uint8:
         raise ValueError(f"colour indices must be uint8, got {index.dtype}")
@@ -70,13 +87,20 @@ def score_indices(scores: np.ndarray, vmin: float = 0.0, vmax: float = 1.0,
     clipped to [0, 255]; NaN -> 0 (vmin), +inf -> 255. Written into ``out`` (uint8, the scores' shape) if given."""
     if vmax <= vmin:
         raise ValueError(f"vmax ({vmax}) must be greater than vmin ({vmin})")
+    scale = 255.0 / (vmax - vmin)
+    if is_tensor(scores):
+        import torch
+
+        if out is not None:
+            raise ValueError("score_indices: no out= for tensors")
+        scaled = scores.sub(vmin).mul_(scale) if vmin != 0.0 else scores.mul(scale)
+        return scaled.clamp_(0.0, 255.0).nan_to_num_(0.0).to(torch.uint8)
     scores = np.asarray(scores)
     if out is None:
         out = np.empty(scores.shape, np.uint8)
     elif out.shape != scores.shape or out.dtype != np.uint8:
         raise ValueError(f"out must be uint8 {list(scores.shape)}, got {out.dtype} {list(out.shape)}")
     # In the scores' own float type (float32 for predictions), in place on one temporary.
-    scale = 255.0 / (vmax - vmin)
     if vmin != 0.0:
         scaled = np.subtract(scores, vmin)
         np.multiply(scaled, scale, out=scaled)
@@ -107,6 +131,10 @@ def label_palette(class_set: ClassSet) -> np.ndarray:
 
 def colorize_labels(labels: np.ndarray, class_set: ClassSet, out: np.ndarray | None = None) -> np.ndarray:
     """Label ids [H, W] -> class colours uint8 RGB [H, W, 3] (read-only unless written into ``out``)."""
+    if is_tensor(labels):
+        import torch
+
+        return lookup_colors(label_palette(class_set), labels.to(torch.uint8), out)
     return lookup_colors(label_palette(class_set), np.asarray(labels).astype(np.uint8, copy=False), out)
 
 
@@ -173,6 +201,14 @@ def blend(image: np.ndarray, color: np.ndarray, alpha: float = 0.5, where: np.nd
     image's shape; it may be ``image`` itself) if given.
     """
     weight = alpha_weight(alpha)
+    if is_tensor(image) or is_tensor(color):
+        import torch
+
+        if where is not None or out is not None:
+            raise ValueError("blend: no where= or out= for tensors")
+        mixed = torch.as_tensor(image).to(torch.int32) * (ALPHA_ONE - weight)
+        mixed += torch.as_tensor(color, device=mixed.device).to(torch.int32) * weight
+        return ((mixed + ALPHA_ONE // 2) >> 8).to(torch.uint8)
     image, color = np.asarray(image), np.asarray(color)
     if out is None:
         out = np.empty(np.broadcast_shapes(image.shape, color.shape), np.uint8)

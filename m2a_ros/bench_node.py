@@ -1,7 +1,8 @@
 """``m2a bench node`` / ``m2a_bench_node``: the node's per-frame cost beyond the model, at camera resolution.
 
-Runs the real ``AnomalyNode`` in this process with a subscriber to every output (so every output is computed and
-sent over DDS), feeds it one camera frame's prediction repeatedly and times its stages:
+Runs the real ``AnomalyNode`` in this process, with a subscriber to every output in another process (so every
+output is computed and sent over DDS, and the subscriber's receiving competes for the CPU as a real one's would,
+but not for this process's GIL), feeds it one camera frame's prediction repeatedly and times its stages:
 
 - ``convert``: sensor_msgs/Image -> RGB array (``m2a_ros.conversions``),
 - ``render``: colour maps, overlay, markers and the messages of every output (``m2a_core.visualize``,
@@ -22,9 +23,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,14 +81,12 @@ class Measurement:
 
 def measure(args: argparse.Namespace, weights: Path) -> Measurement:
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
     from m2a_ros.anomaly_node import AnomalyNode
     from m2a_ros.conversions import image_to_rgb
     from m2a_ros.memory import keep_freed_memory
-    from m2a_ros.outputs import frame_messages
-    from m2a_ros.qos import output_qos
+    from m2a_ros.outputs import OUTPUT_TOPICS, frame_messages
 
     keep_freed_memory()  # as the node's main() does
     context = rclpy.context.Context()
@@ -95,29 +94,20 @@ def measure(args: argparse.Namespace, weights: Path) -> Measurement:
     node = AnomalyNode("m2a_bench_node", context=context, parameter_overrides=[
         Parameter("weights", value=str(weights)), Parameter("short_side", value=0), Parameter("max_size", value=0),
         Parameter("autostart", value=False)])
-    listener = rclpy.create_node("m2a_bench_listener", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(listener)
-    stop = threading.Event()
-
-    def spin() -> None:
-        while not stop.is_set():
-            executor.spin_once(timeout_sec=0.05)
-
-    spinner = threading.Thread(target=spin, daemon=True)
+    listener = None
     try:
         from rclpy.lifecycle import TransitionCallbackReturn
 
         if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
             raise SystemExit("m2a bench node: error: the node could not be configured (see the log above)")
-        for publisher in node.publishers_by_output.values():
-            # raw: the bytes arrive, but are not turned into Python messages (a real subscriber is another
-            # process, whose deserialization must not compete with the node for this process's CPU and GIL).
-            listener.create_subscription(publisher.msg_type, publisher.topic_name, lambda msg: None, output_qos(),
-                                         raw=True)
-        spinner.start()
-        deadline = time.time() + 30
+        topics = [f"{publisher.topic_name}={OUTPUT_TOPICS[name].msgtype}"
+                  for name, publisher in node.publishers_by_output.items()]
+        listener = subprocess.Popen([sys.executable, "-c", "import sys; from m2a_ros.bench_node import listen; "
+                                     "listen(sys.argv[1:])", *topics], stdin=subprocess.PIPE)
+        deadline = time.time() + 60
         while time.time() < deadline and len(node.wanted_outputs()) < len(node.publishers_by_output):
+            if listener.poll() is not None:
+                raise SystemExit("m2a bench node: error: the subscriber process ended (see the log above)")
             time.sleep(0.05)
         wanted = node.wanted_outputs()
         rng = np.random.default_rng(0)
@@ -160,14 +150,42 @@ def measure(args: argparse.Namespace, weights: Path) -> Measurement:
                 times.append(time.perf_counter() - t0)
         return result
     finally:
-        stop.set()
-        if spinner.is_alive():
-            spinner.join(5)
-        executor.shutdown()
+        if listener is not None:
+            listener.stdin.close()   # the subscriber's signal to end
+            try:
+                listener.wait(10)
+            except subprocess.TimeoutExpired:
+                listener.kill()
+                listener.wait()
         node._stop_input()
         node.destroy_node()
-        listener.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def listen(topics: list[str]) -> None:
+    """The subscriber process: raw subscriptions (bytes arrive, no Python messages are built) to each
+    'topic=package/msg/Name', spun until standard input closes."""
+    import threading
+
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    from m2a_ros.outputs import message_class
+    from m2a_ros.qos import output_qos
+
+    rclpy.init()
+    node = rclpy.create_node("m2a_bench_listener")
+    for spec in topics:
+        topic, msgtype = spec.split("=")
+        node.create_subscription(message_class(msgtype), topic, lambda msg: None, output_qos(), raw=True)
+    threading.Thread(target=lambda: (sys.stdin.read(), rclpy.try_shutdown()), daemon=True).start()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:

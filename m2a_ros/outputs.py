@@ -20,7 +20,7 @@ import numpy as np
 
 from m2a_core.classes import IGNORE_ID, UNKNOWN_ID, ClassSet
 from m2a_core.errors import M2AError
-from m2a_core.visualize import blend, colorize_labels, colorize_scores
+from m2a_core.visualize import blend, colorize_labels, colorize_scores, is_tensor
 
 
 @dataclass(frozen=True)
@@ -169,6 +169,35 @@ def row_bands(height: int, count: int) -> list[slice]:
     return [slice(start, min(start + step, height)) for start in range(0, height, step)]
 
 
+def _into(pixels: np.ndarray, tensor) -> None:
+    """Copy a tensor (any device) into a message's pixels: the one device-to-host copy of a picture."""
+    import torch
+
+    torch.from_numpy(pixels).copy_(tensor)
+
+
+def _host(values):
+    return values.cpu().numpy() if is_tensor(values) else values
+
+
+def _render_on_device(rgb: np.ndarray, prediction, settings: RenderSettings, class_set: ClassSet,
+                      pictures: dict[str, np.ndarray]) -> None:
+    """The pictures from a prediction whose maps are torch tensors (the model's device): coloured and blended
+    there, each copied back once into its message."""
+    heat = None
+    if "anomaly_color" in pictures or "overlay" in pictures:
+        heat = colorize_scores(prediction.anomaly, settings.score_min, settings.score_max, settings.colormap)
+    if "anomaly_color" in pictures:
+        _into(pictures["anomaly_color"], heat)
+    if "overlay" in pictures:
+        import torch
+
+        frame = torch.from_numpy(np.ascontiguousarray(rgb)).to(heat.device)
+        _into(pictures["overlay"], blend(frame, heat, settings.overlay_alpha))
+    if "labels_color" in pictures:
+        _into(pictures["labels_color"], colorize_labels(prediction.labels, class_set))
+
+
 def frame_messages(header, rgb: np.ndarray, prediction, wanted: set[str] | frozenset[str],
                    settings: RenderSettings, class_set: ClassSet) -> dict[str, object]:
     """Every wanted output of one frame as a ROS message, each with ``header`` unchanged.
@@ -176,18 +205,20 @@ def frame_messages(header, rgb: np.ndarray, prediction, wanted: set[str] | froze
     ``prediction`` is the predictor's result for ``rgb``, with the open-set outputs the wanted ones need
     (``m2a_ros.node_predictor.openset_request``). The pictures are rendered straight into their messages'
     buffers, band by band of rows on ``RENDER_THREADS`` threads; a band's heatmap colours are computed once, for
-    both ``anomaly_color`` and ``overlay``, and only when one of them is wanted.
+    both ``anomaly_color`` and ``overlay``, and only when one of them is wanted. Where the prediction's maps are
+    torch tensors (kept on the model's GPU), the pictures are made on that device instead and copied back once.
     """
-    from m2a_ros.conversions import array_to_image, image_message
+    from m2a_ros.conversions import image_message
 
     instances = unknown_segments(prediction.segments or [])
     messages: dict[str, object] = {}
-    height, width = np.shape(prediction.anomaly)
+    height, width = tuple(prediction.anomaly.shape)
     pictures: dict[str, np.ndarray] = {}
     for name in wanted & {"anomaly_color", "labels_color", "overlay"}:
         messages[name], pictures[name] = image_message(header, "rgb8", height, width)
+    on_device = is_tensor(prediction.anomaly)
     heat = pictures.get("anomaly_color")
-    if heat is None and "overlay" in pictures:
+    if heat is None and "overlay" in pictures and not on_device:
         heat = np.empty((height, width, 3), np.uint8)   # the overlay's heatmap, not published itself
 
     def render(rows: slice) -> None:
@@ -200,14 +231,19 @@ def frame_messages(header, rgb: np.ndarray, prediction, wanted: set[str] | froze
             colorize_labels(prediction.labels[rows], class_set, out=pictures["labels_color"][rows])
 
     bands: list[Future] = []
-    if pictures:
+    if on_device:
+        _render_on_device(rgb, prediction, settings, class_set, pictures)
+    elif pictures:
         pool = _render_pool()
         bands = [pool.submit(render, rows) for rows in row_bands(height, RENDER_THREADS)]
     # The raw outputs are copies: made here while the bands render.
-    if "anomaly" in wanted:
-        messages["anomaly"] = array_to_image(np.asarray(prediction.anomaly, np.float32), "32FC1", header)
-    if "labels" in wanted:
-        messages["labels"] = array_to_image(prediction.labels, "mono8", header)
+    for name, encoding, values in (("anomaly", "32FC1", prediction.anomaly), ("labels", "mono8", prediction.labels)):
+        if name in wanted:
+            messages[name], pixels = image_message(header, encoding, height, width)
+            if is_tensor(values):
+                _into(pixels, values)
+            else:
+                np.copyto(pixels, values, casting="same_kind")
     if "unknown_instances" in wanted:
         messages["unknown_instances"] = marker_array(header, instances, settings)
     if "detections" in wanted:
@@ -215,7 +251,7 @@ def frame_messages(header, rgb: np.ndarray, prediction, wanted: set[str] | froze
     for band in bands:
         band.result()   # re-raises a band's error here
     if "overlay" in pictures:
-        draw_instances(pictures["overlay"], prediction.instances, instances)
+        draw_instances(pictures["overlay"], _host(prediction.instances), instances)
     return {name: messages[name] for name in OUTPUT_TOPICS if name in messages}   # a stable publishing order
 
 

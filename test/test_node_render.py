@@ -37,7 +37,8 @@ def label_reference(labels: np.ndarray) -> np.ndarray:
 
 
 def scene(height: int, width: int, seed: int = 0):
-    """A camera frame and a prediction with two unknown instances (a square and an L shape)."""
+    """A camera frame and a prediction with two unknown instances (a square and an L shape; inside frames of at
+    least 30 x 40 pixels)."""
     rng = np.random.default_rng(seed)
     rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     anomaly = rng.uniform(-0.2, 1.2, (height, width)).astype(np.float32)
@@ -132,3 +133,19 @@ def test_image_message_buffers_are_what_is_published():
         np.testing.assert_array_equal(image_to_array(array_to_image(values, encoding, header)), values)
     with pytest.raises(ValueError, match="not 'bgr8'"):
         image_message(header, "bgr8", 3, 5)
+
+
+def test_tensor_predictions_render_on_their_device():
+    """Maps kept as torch tensors (on the model's GPU in the node; on the CPU here) give the same messages."""
+    torch = pytest.importorskip("torch")
+    rgb, prediction = scene(36, 44, seed=2)
+    on_device = SimpleNamespace(anomaly=torch.from_numpy(prediction.anomaly),
+                                labels=torch.from_numpy(prediction.labels),
+                                instances=torch.from_numpy(prediction.instances), segments=prediction.segments)
+    settings = RenderSettings(overlay_alpha=0.5)
+    expected = frame_messages(Header(), rgb, prediction, PICTURES, settings, CITYSCAPES)
+    got = frame_messages(Header(), rgb, on_device, PICTURES, settings, CITYSCAPES)
+    assert list(got) == list(expected)
+    for name in PICTURES:
+        np.testing.assert_array_equal(image_to_array(got[name]), image_to_array(expected[name]))
+    np.testing.assert_array_equal(image_to_array(got["overlay"]), expected_overlay(rgb, prediction, 0.5))

@@ -180,3 +180,27 @@ def test_scores_without_nan_take_the_same_values():
     """The NaN repair runs only when a NaN is there: a NaN-free map must give the formula's indices too."""
     scores = np.linspace(-0.2, 1.2, 4000, dtype=np.float32).reshape(40, 100)
     np.testing.assert_array_equal(score_indices(scores), reference_indices(scores, 0.0, 1.0))
+
+
+def test_torch_tensors_take_the_same_formulas():
+    """The device path (the node colours on the model's GPU): tensors in, tensors out, same values; run on CPU."""
+    torch = pytest.importorskip("torch")
+    scores = random_scores(15, (21, 34))
+    rng = np.random.default_rng(16)
+    image = rng.integers(0, 256, (21, 34, 3), dtype=np.uint8)
+    labels = rng.integers(0, CITYSCAPES.num_classes, (21, 34)).astype(np.uint8)
+    with np.errstate(invalid="ignore", over="ignore"):
+        indices = reference_indices(scores, 0.2, 0.7)
+    heat = colorize_scores(torch.from_numpy(scores), 0.2, 0.7, "inferno")
+    assert isinstance(heat, torch.Tensor) and heat.dtype == torch.uint8
+    np.testing.assert_array_equal(score_indices(torch.from_numpy(scores), 0.2, 0.7).numpy(), indices)
+    np.testing.assert_array_equal(heat.numpy(), colormap_lut("inferno")[indices])
+    np.testing.assert_array_equal(colorize_labels(torch.from_numpy(labels).long(), CITYSCAPES).numpy(),
+                                  label_palette(CITYSCAPES)[labels])
+    for alpha in (0.5, 0.3):
+        mixed = blend(torch.from_numpy(image), heat, alpha).numpy().astype(int)
+        reference = reference_blend(image, heat.numpy(), alpha)
+        assert np.abs(mixed - reference).max() <= (0 if alpha == 0.5 else 1)
+        np.testing.assert_array_equal(mixed, blend(image, heat.numpy(), alpha))   # the same integers as numpy's
+    with pytest.raises(ValueError, match="tensors"):
+        blend(torch.from_numpy(image), heat, 0.5, out=np.empty_like(image))
