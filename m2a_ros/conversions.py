@@ -28,6 +28,10 @@ import io
 
 import numpy as np
 
+from m2a_ros.bands import run_bands
+
+# Frames from this many pixels on are reordered in parallel row bands (smaller ones: not worth a thread hop).
+PARALLEL_PIXELS = 1 << 18
 # Frames above this many pixels are rejected unless the caller raises the limit (a 16-bit 8K frame is 200 MB).
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
@@ -100,8 +104,15 @@ def _select_channels(values: np.ndarray, order: tuple[int, int, int]) -> np.ndar
     if order == (0, 1, 2) and values.shape[2] == 3 and values.flags.c_contiguous:
         return values
     out = np.empty((*values.shape[:2], 3), values.dtype)
-    for target, source in enumerate(order):
-        out[..., target] = values[..., source]
+
+    def copy(rows: slice) -> None:
+        for target, source in enumerate(order):
+            out[rows, :, target] = values[rows, :, source]
+
+    if values.shape[0] * values.shape[1] >= PARALLEL_PIXELS:
+        run_bands(copy, values.shape[0])   # row bands on the node's threads (numpy releases the GIL)
+    else:
+        copy(slice(None))
     return out
 
 

@@ -11,9 +11,7 @@ what the node publishes and the benchmark measures the node's code.
 from __future__ import annotations
 
 import json
-import os
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +19,7 @@ import numpy as np
 from m2a_core.classes import IGNORE_ID, UNKNOWN_ID, ClassSet
 from m2a_core.errors import M2AError
 from m2a_core.visualize import blend, colorize_labels, colorize_scores, is_tensor
+from m2a_ros.bands import submit_bands
 
 
 @dataclass(frozen=True)
@@ -147,28 +146,6 @@ def render_overlay(rgb: np.ndarray, heat: np.ndarray, id_map: np.ndarray | None,
     return out
 
 
-# Rendering threads: numpy's and Pillow's loops release the GIL, so row bands of a frame render in parallel.
-RENDER_THREADS = max(1, min(4, os.cpu_count() or 1))
-BAND_ROWS_MULTIPLE = 4   # band edges on multiples of 4 rows keep every band's RGB bytes 4-byte aligned (blend lanes)
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _render_pool() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="m2a_render")
-        return _pool
-
-
-def row_bands(height: int, count: int) -> list[slice]:
-    """``count`` (at most) contiguous row ranges covering ``height`` rows, edges on multiples of 4 rows."""
-    step = -(-height // max(1, count))
-    step = -(-step // BAND_ROWS_MULTIPLE) * BAND_ROWS_MULTIPLE
-    return [slice(start, min(start + step, height)) for start in range(0, height, step)]
-
-
 def _into(pixels: np.ndarray, tensor) -> None:
     """Copy a tensor (any device) into a message's pixels: the one device-to-host copy of a picture."""
     import torch
@@ -204,7 +181,7 @@ def frame_messages(header, rgb: np.ndarray, prediction, wanted: set[str] | froze
 
     ``prediction`` is the predictor's result for ``rgb``, with the open-set outputs the wanted ones need
     (``m2a_ros.node_predictor.openset_request``). The pictures are rendered straight into their messages'
-    buffers, band by band of rows on ``RENDER_THREADS`` threads; a band's heatmap colours are computed once, for
+    buffers, band by band of rows in parallel (``m2a_ros.bands``); a band's heatmap colours are computed once, for
     both ``anomaly_color`` and ``overlay``, and only when one of them is wanted. Where the prediction's maps are
     torch tensors (kept on the model's GPU), the pictures are made on that device instead and copied back once.
     """
@@ -234,8 +211,7 @@ def frame_messages(header, rgb: np.ndarray, prediction, wanted: set[str] | froze
     if on_device:
         _render_on_device(rgb, prediction, settings, class_set, pictures)
     elif pictures:
-        pool = _render_pool()
-        bands = [pool.submit(render, rows) for rows in row_bands(height, RENDER_THREADS)]
+        bands = submit_bands(render, height)
     # The raw outputs are copies: made here while the bands render.
     for name, encoding, values in (("anomaly", "32FC1", prediction.anomaly), ("labels", "mono8", prediction.labels)):
         if name in wanted:

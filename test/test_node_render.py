@@ -12,9 +12,10 @@ pytest.importorskip("sensor_msgs.msg", reason="ROS 2 message packages (rclpy whe
 from std_msgs.msg import Header  # noqa: E402
 
 from m2a_core.classes import CITYSCAPES, IGNORE_ID, UNKNOWN_ID  # noqa: E402
-from m2a_ros import outputs  # noqa: E402
+from m2a_ros import bands  # noqa: E402
+from m2a_ros.bands import row_bands  # noqa: E402
 from m2a_ros.conversions import array_to_image, image_message, image_to_array  # noqa: E402
-from m2a_ros.outputs import INSTANCE_COLOR, RenderSettings, frame_messages, row_bands  # noqa: E402
+from m2a_ros.outputs import INSTANCE_COLOR, RenderSettings, frame_messages  # noqa: E402
 
 PICTURES = {"anomaly", "anomaly_color", "labels", "labels_color", "overlay"}
 
@@ -77,8 +78,8 @@ def expected_overlay(rgb, prediction, alpha: float) -> np.ndarray:
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("alpha", [0.5, 0.3])
 def test_frame_pictures_equal_plain_numpy(monkeypatch, threads, alpha):
-    monkeypatch.setattr(outputs, "RENDER_THREADS", threads)
-    monkeypatch.setattr(outputs, "_pool", None)
+    monkeypatch.setattr(bands, "THREADS", threads)
+    monkeypatch.setattr(bands, "_pool", None)
     rgb, prediction = scene(45, 50)   # 45 rows: the last band is not a multiple of 4 rows
     header = Header(frame_id="cam")
     header.stamp.sec = 7
