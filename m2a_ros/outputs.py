@@ -192,7 +192,7 @@ def frame_messages(header, rgb: np.ndarray, prediction, wanted: set[str] | froze
     height, width = tuple(prediction.anomaly.shape)
     pictures: dict[str, np.ndarray] = {}
     for name in wanted & {"anomaly_color", "labels_color", "overlay"}:
-        messages[name], pictures[name] = image_message(header, "rgb8", height, width)
+        messages[name], pictures[name] = image_message(header, OUTPUT_TOPICS[name].encoding, height, width)
     on_device = is_tensor(prediction.anomaly)
     heat = pictures.get("anomaly_color")
     if heat is None and "overlay" in pictures and not on_device:
@@ -213,9 +213,9 @@ def frame_messages(header, rgb: np.ndarray, prediction, wanted: set[str] | froze
     elif pictures:
         bands = submit_bands(render, height)
     # The raw outputs are copies: made here while the bands render.
-    for name, encoding, values in (("anomaly", "32FC1", prediction.anomaly), ("labels", "mono8", prediction.labels)):
+    for name, values in (("anomaly", prediction.anomaly), ("labels", prediction.labels)):
         if name in wanted:
-            messages[name], pixels = image_message(header, encoding, height, width)
+            messages[name], pixels = image_message(header, OUTPUT_TOPICS[name].encoding, height, width)
             if is_tensor(values):
                 _into(pixels, values)
             else:
