@@ -256,9 +256,14 @@ class AnomalyNode(LifecycleNode):
         """Per-call predictor options for exactly the open-set outputs someone receives (current parameters)."""
         return openset_request(self.values, wanted, self.openset_score)
 
-    def publish_outputs(self, messages: dict[str, object]) -> None:
+    def publish_outputs(self, messages: dict[str, object], seconds: dict[str, float] | None = None) -> None:
+        """Publish every message on its output; with ``seconds``, each publish call's duration is stored there
+        (``m2a bench node``). One thread: rclpy's publish holds the GIL, threads made it slower."""
         for name, message in messages.items():
+            started = time.perf_counter()
             self.publishers_by_output[name].publish(message)
+            if seconds is not None:
+                seconds[name] = time.perf_counter() - started
 
     # Diagnostics ------------------------------------------------------------------------------------------
 

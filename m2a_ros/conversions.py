@@ -15,15 +15,23 @@ Anything else (unknown encodings, a step shorter than a row, a data size that do
 step x height, empty or oversized images, corrupt compressed data) raises ``ImageConversionError``
 whose message names the problem; ``kind`` classifies it for the node's diagnostics counters.
 
-Reading is zero-copy (``np.frombuffer`` over the message buffer); writing uses ``ndarray.tobytes()``
-(assigning an ndarray to ``msg.data`` goes element by element in rclpy: 350 ms for 6 MB instead of 1 ms).
+Reading is zero-copy (``np.frombuffer`` over the message buffer). rclpy's ``data`` setter stores
+``array.array('B', value)``: a copy of whatever it is given, element by element for an ndarray (350 ms for 6 MB),
+a memcpy for ``bytes`` or an ``array.array``. So writing fills the buffer the message already stores:
+``array_to_image`` copies the array into it once (``tobytes()`` then the setter made two copies), and
+``image_message`` hands out that buffer as an ndarray to render into (no copy at all).
 """
 from __future__ import annotations
 
+import array as pyarray
 import io
 
 import numpy as np
 
+from m2a_ros.bands import run_bands
+
+# Frames from this many pixels on are reordered in parallel row bands (smaller ones: not worth a thread hop).
+PARALLEL_PIXELS = 1 << 18
 # Frames above this many pixels are rejected unless the caller raises the limit (a 16-bit 8K frame is 200 MB).
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
@@ -96,8 +104,15 @@ def _select_channels(values: np.ndarray, order: tuple[int, int, int]) -> np.ndar
     if order == (0, 1, 2) and values.shape[2] == 3 and values.flags.c_contiguous:
         return values
     out = np.empty((*values.shape[:2], 3), values.dtype)
-    for target, source in enumerate(order):
-        out[..., target] = values[..., source]
+
+    def copy(rows: slice) -> None:
+        for target, source in enumerate(order):
+            out[rows, :, target] = values[rows, :, source]
+
+    if values.shape[0] * values.shape[1] >= PARALLEL_PIXELS:
+        run_bands(copy, values.shape[0])   # row bands on the node's threads (numpy releases the GIL)
+    else:
+        copy(slice(None))
     return out
 
 
@@ -154,28 +169,58 @@ def compressed_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         raise ImageConversionError("compressed", f"corrupt compressed image (format {msg.format!r}): {exc}") from None
 
 
+# Our output encodings: (element dtype, channels).
+OUTPUT_LAYOUTS = {"rgb8": (np.dtype(np.uint8), 3), "mono8": (np.dtype(np.uint8), 1), "32FC1": (np.dtype(np.float32), 1)}
+
+
+def _image_header(msg, header, height: int, width: int, encoding: str, step: int) -> None:
+    msg.header = header
+    msg.height, msg.width = height, width
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = step
+
+
 def array_to_image(array: np.ndarray, encoding: str, header) -> object:
     """uint8 [H, W] / [H, W, 3] or float32 [H, W] -> sensor_msgs/Image with ``header`` (copied as is)."""
     from sensor_msgs.msg import Image
 
     array = np.ascontiguousarray(array)
     msg = Image()
-    msg.header = header
-    msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
-    msg.encoding = encoding
-    msg.is_bigendian = 0
-    msg.step = int(array.strides[0])
-    msg.data = array.tobytes()
+    _image_header(msg, header, int(array.shape[0]), int(array.shape[1]), encoding, int(array.strides[0]))
+    msg.data = pyarray.array("B")
+    msg.data.frombytes(array.reshape(-1).view(np.uint8))  # the one copy, into the message's own buffer
     return msg
+
+
+def image_message(header, encoding: str, height: int, width: int) -> tuple[object, np.ndarray]:
+    """(sensor_msgs/Image of ``encoding`` with ``header``, its pixels as a writable [H, W(, C)] array).
+
+    The array views the message's own buffer: what is written into it is what is published, without the copy
+    ``array_to_image`` makes. ``encoding`` is one of ``OUTPUT_LAYOUTS``; the pixels start as zeros.
+    """
+    from sensor_msgs.msg import Image
+
+    if encoding not in OUTPUT_LAYOUTS:
+        raise ValueError(f"image_message writes {', '.join(OUTPUT_LAYOUTS)}, not {encoding!r}")
+    dtype, channels = OUTPUT_LAYOUTS[encoding]
+    step = width * channels * dtype.itemsize
+    msg = Image()
+    _image_header(msg, header, height, width, encoding, step)
+    # Grow the message's own (empty) buffer in place: the setter would store a copy of a buffer passed to it.
+    data = msg.data
+    data.append(0)
+    data *= step * height   # repeating one byte: the fastest zeroed allocation
+    pixels = np.frombuffer(data, np.uint8).view(dtype)
+    return msg, pixels.reshape((height, width, channels) if channels > 1 else (height, width))
 
 
 def image_to_array(msg) -> np.ndarray:
     """Our own outputs back to numpy (tests, tools): rgb8 [H, W, 3], mono8 [H, W], 32FC1 [H, W]."""
-    layouts = {"rgb8": (np.uint8, 3), "mono8": (np.uint8, 1), "32FC1": (np.float32, 1)}
-    if msg.encoding not in layouts:
+    if msg.encoding not in OUTPUT_LAYOUTS:
         raise ImageConversionError("encoding", f"image_to_array reads rgb8, mono8 and 32FC1, not {msg.encoding!r}")
-    dtype, channels = layouts[msg.encoding]
+    dtype, channels = OUTPUT_LAYOUTS[msg.encoding]
     values = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)
-    values = values[:, : msg.width * channels * np.dtype(dtype).itemsize].copy().view(dtype)
+    values = values[:, : msg.width * channels * dtype.itemsize].copy().view(dtype)
     return values.reshape(msg.height, msg.width, channels)[..., 0] if channels == 1 else values.reshape(
         msg.height, msg.width, channels)

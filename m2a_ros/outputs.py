@@ -1,7 +1,8 @@
 """What the node publishes for one frame, built from the frame and the library's results (no ROS node state).
 
 ``OUTPUT_TOPICS`` names every output (topic under the node's name, message type, image encoding);
-``frame_messages`` builds the messages of one frame. Pictures come from ``m2a_core.visualize``; this module
+``frame_messages`` builds the messages of one frame (the pictures rendered in parallel row bands, straight into
+the messages' buffers). Pictures come from ``m2a_core.visualize``; this module
 adds only what is specific to the node's outputs: unknown-instance contours and boxes on the overlay, RViz
 markers and vision_msgs detections. The node (``m2a_ros.anomaly_node``), the bag tools
 (``m2a_ros.bags.pipeline``) and ``m2a_ros.bench_node`` all call these functions, so a bag's result topics are
@@ -10,13 +11,15 @@ what the node publishes and the benchmark measures the node's code.
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
 
 from m2a_core.classes import IGNORE_ID, UNKNOWN_ID, ClassSet
 from m2a_core.errors import M2AError
-from m2a_core.visualize import blend, colorize_labels, colorize_scores
+from m2a_core.visualize import blend, colorize_labels, colorize_scores, is_tensor
+from m2a_ros.bands import submit_bands
 
 
 @dataclass(frozen=True)
@@ -123,18 +126,53 @@ def draw_box(image: np.ndarray, bbox: list[int], color: tuple[int, int, int], th
     image[y0:y1 + 1, max(x1 - t + 1, x0):x1 + 1] = color
 
 
+def draw_instances(image: np.ndarray, id_map: np.ndarray | None, instances: list[dict]) -> None:
+    """The unknown instances' contours and boxes, drawn in place (a handful of sparse pixels)."""
+    if id_map is None or not instances:
+        return
+    for segment in instances:
+        window, contour = instance_contour(id_map, segment["id"], segment["bbox"])
+        image[window][contour] = INSTANCE_COLOR
+    for segment in instances:
+        draw_box(image, segment["bbox"], INSTANCE_COLOR)
+
+
 def render_overlay(rgb: np.ndarray, heat: np.ndarray, id_map: np.ndarray | None, instances: list[dict],
                    settings: RenderSettings) -> np.ndarray:
     """Camera image blended with the heatmap colours ``heat`` (as ``anomaly_overlay``), with the unknown
     instances' contours and boxes."""
     out = blend(rgb, heat, settings.overlay_alpha)
-    if id_map is not None and instances:
-        for segment in instances:
-            window, contour = instance_contour(id_map, segment["id"], segment["bbox"])
-            out[window][contour] = INSTANCE_COLOR
-        for segment in instances:
-            draw_box(out, segment["bbox"], INSTANCE_COLOR)
+    draw_instances(out, id_map, instances)
     return out
+
+
+def _into(pixels: np.ndarray, tensor) -> None:
+    """Copy a tensor (any device) into a message's pixels: the one device-to-host copy of a picture."""
+    import torch
+
+    torch.from_numpy(pixels).copy_(tensor)
+
+
+def _host(values):
+    return values.cpu().numpy() if is_tensor(values) else values
+
+
+def _render_on_device(rgb: np.ndarray, prediction, settings: RenderSettings, class_set: ClassSet,
+                      pictures: dict[str, np.ndarray]) -> None:
+    """The pictures from a prediction whose maps are torch tensors (the model's device): coloured and blended
+    there, each copied back once into its message."""
+    heat = None
+    if "anomaly_color" in pictures or "overlay" in pictures:
+        heat = colorize_scores(prediction.anomaly, settings.score_min, settings.score_max, settings.colormap)
+    if "anomaly_color" in pictures:
+        _into(pictures["anomaly_color"], heat)
+    if "overlay" in pictures:
+        import torch
+
+        frame = torch.from_numpy(np.ascontiguousarray(rgb)).to(heat.device)
+        _into(pictures["overlay"], blend(frame, heat, settings.overlay_alpha))
+    if "labels_color" in pictures:
+        _into(pictures["labels_color"], colorize_labels(prediction.labels, class_set))
 
 
 def frame_messages(header, rgb: np.ndarray, prediction, wanted: set[str] | frozenset[str],
@@ -142,35 +180,55 @@ def frame_messages(header, rgb: np.ndarray, prediction, wanted: set[str] | froze
     """Every wanted output of one frame as a ROS message, each with ``header`` unchanged.
 
     ``prediction`` is the predictor's result for ``rgb``, with the open-set outputs the wanted ones need
-    (``m2a_ros.node_predictor.openset_request``). The heatmap colours are computed once, for both
-    ``anomaly_color`` and ``overlay``, and only when one of them is wanted.
+    (``m2a_ros.node_predictor.openset_request``). The pictures are rendered straight into their messages'
+    buffers, band by band of rows in parallel (``m2a_ros.bands``); a band's heatmap colours are computed once, for
+    both ``anomaly_color`` and ``overlay``, and only when one of them is wanted. Where the prediction's maps are
+    torch tensors (kept on the model's GPU), the pictures are made on that device instead and copied back once.
     """
-    from m2a_ros.conversions import array_to_image
+    from m2a_ros.conversions import image_message
 
     instances = unknown_segments(prediction.segments or [])
     messages: dict[str, object] = {}
+    height, width = tuple(prediction.anomaly.shape)
+    pictures: dict[str, np.ndarray] = {}
+    for name in wanted & {"anomaly_color", "labels_color", "overlay"}:
+        messages[name], pictures[name] = image_message(header, OUTPUT_TOPICS[name].encoding, height, width)
+    on_device = is_tensor(prediction.anomaly)
+    heat = pictures.get("anomaly_color")
+    if heat is None and "overlay" in pictures and not on_device:
+        heat = np.empty((height, width, 3), np.uint8)   # the overlay's heatmap, not published itself
 
-    def image(name: str, array: np.ndarray) -> None:
-        messages[name] = array_to_image(array, OUTPUT_TOPICS[name].encoding, header)
+    def render(rows: slice) -> None:
+        if heat is not None:
+            colorize_scores(prediction.anomaly[rows], settings.score_min, settings.score_max, settings.colormap,
+                            out=heat[rows])
+        if "overlay" in pictures:
+            blend(rgb[rows], heat[rows], settings.overlay_alpha, out=pictures["overlay"][rows])
+        if "labels_color" in pictures:
+            colorize_labels(prediction.labels[rows], class_set, out=pictures["labels_color"][rows])
 
-    if "anomaly" in wanted:
-        image("anomaly", np.asarray(prediction.anomaly, np.float32))
-    heat = None
-    if wanted & {"anomaly_color", "overlay"}:
-        heat = colorize_scores(prediction.anomaly, settings.score_min, settings.score_max, settings.colormap)
-    if "anomaly_color" in wanted:
-        image("anomaly_color", heat)
-    if "labels" in wanted:
-        image("labels", prediction.labels)
-    if "labels_color" in wanted:
-        image("labels_color", colorize_labels(prediction.labels, class_set))
-    if "overlay" in wanted:
-        image("overlay", render_overlay(rgb, heat, prediction.instances, instances, settings))
+    bands: list[Future] = []
+    if on_device:
+        _render_on_device(rgb, prediction, settings, class_set, pictures)
+    elif pictures:
+        bands = submit_bands(render, height)
+    # The raw outputs are copies: made here while the bands render.
+    for name, values in (("anomaly", prediction.anomaly), ("labels", prediction.labels)):
+        if name in wanted:
+            messages[name], pixels = image_message(header, OUTPUT_TOPICS[name].encoding, height, width)
+            if is_tensor(values):
+                _into(pixels, values)
+            else:
+                np.copyto(pixels, values, casting="same_kind")
     if "unknown_instances" in wanted:
         messages["unknown_instances"] = marker_array(header, instances, settings)
     if "detections" in wanted:
         messages["detections"] = detection_array(header, instances)
-    return messages
+    for band in bands:
+        band.result()   # re-raises a band's error here
+    if "overlay" in pictures:
+        draw_instances(pictures["overlay"], _host(prediction.instances), instances)
+    return {name: messages[name] for name in OUTPUT_TOPICS if name in messages}   # a stable publishing order
 
 
 def class_info_json(class_set: ClassSet) -> str:

@@ -166,3 +166,22 @@ def test_outputs_round_trip_with_header_unchanged():
         assert msg.header == header and msg.encoding == encoding
         assert (msg.height, msg.width) == (5, 9) and msg.step == 9 * array.itemsize * (3 if array.ndim == 3 else 1)
         np.testing.assert_array_equal(image_to_array(msg), array)
+
+
+@pytest.mark.parametrize("encoding", ["bgr8", "bgra8", "mono8", "rgba16"])
+def test_camera_size_frames_reorder_in_parallel_bands(encoding):
+    """Above PARALLEL_PIXELS the channel reordering runs in row bands on threads: same result as plain indexing."""
+    from m2a_ros.conversions import PARALLEL_PIXELS
+
+    height, width = 515, 520   # more than PARALLEL_PIXELS, an odd number of rows (the last band is short)
+    assert height * width >= PARALLEL_PIXELS
+    rgb = random_image(21, height, width)
+    if encoding == "mono8":
+        values, expected = rgb[..., :1], np.repeat(rgb[..., :1], 3, axis=2)
+    elif encoding == "rgba16":
+        values = np.concatenate([rgb, rgb[..., :1]], axis=2).astype(np.uint16) * 257   # 8-bit v -> 16-bit v * 257
+        expected = rgb
+    else:
+        values = rgb[..., ::-1] if encoding == "bgr8" else np.concatenate([rgb[..., ::-1], rgb[..., :1]], axis=2)
+        expected = rgb
+    np.testing.assert_array_equal(image_to_rgb(make_image(np.ascontiguousarray(values), encoding)), expected)

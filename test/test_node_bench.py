@@ -23,14 +23,22 @@ def test_bench_node_prints_stage_latencies():
                            "--repeat", "2"], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     assert "outputs: anomaly, anomaly_color, labels, labels_color, overlay, unknown_instances" in done.stdout
-    rows = {}
+    rows, outputs = {}, {}
     for line in done.stdout.splitlines():
-        parts = line.rsplit(maxsplit=3)
-        if len(parts) == 4 and parts[0].startswith(("convert", "render", "publish", "node overhead")):
+        parts = line.rsplit(maxsplit=4)
+        if len(parts) == 5 and parts[0].startswith(("convert", "render", "publish", "node overhead")):
             rows[parts[0].split(" (")[0]] = [float(v) for v in parts[1:]]
+        elif len(parts) == 5 and parts[0] in ("anomaly", "anomaly_color", "labels", "labels_color", "overlay",
+                                              "unknown_instances"):
+            outputs[parts[0]] = [float(v) for v in parts[1:]]
     assert set(rows) == {"convert", "render", "publish", "node overhead"}, done.stdout
-    for stage, (median, low, high) in rows.items():
-        assert 0 <= low <= median <= high and (stage != "node overhead" or low > 0), (stage, done.stdout)
+    for stage, (median, low, high, cpu) in rows.items():
+        assert 0 <= low <= median <= high and cpu >= 0 and (stage != "node overhead" or low > 0), (stage, done.stdout)
+    # Per output: render alone (median, min) and publish (median, min); every picture costs some time to render.
+    assert len(outputs) == 6, done.stdout
+    for name, (render, render_min, publish, publish_min) in outputs.items():
+        assert 0 <= render_min <= render and 0 <= publish_min <= publish, (name, done.stdout)
+    assert all(outputs[name][1] > 0 for name in ("anomaly_color", "labels_color", "overlay")), done.stdout
     assert "target: node overhead under 10 ms" in done.stdout
 
 

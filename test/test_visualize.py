@@ -6,6 +6,7 @@ import pytest
 
 from m2a_core.classes import CITYSCAPES, IGNORE_ID, UNKNOWN_ID
 from m2a_core.visualize import (
+    _as_lanes,
     anomaly_overlay,
     blend,
     colorize_labels,
@@ -111,3 +112,95 @@ def test_blend_where_and_overlay():
     assert np.abs(overlay.astype(int) - reference_blend(image, heat, 0.6)).max() <= 1
     with pytest.raises(ValueError, match="alpha"):
         blend(image, heat, 1.5)
+
+
+def aligned_and_offset(array: np.ndarray) -> np.ndarray:
+    """A copy of ``array`` starting one byte after a 4-byte boundary (no 32-bit lane view possible)."""
+    buffer = np.empty(array.nbytes + 1, np.uint8)
+    shifted = buffer[1:].view(array.dtype).reshape(array.shape)
+    shifted[...] = array
+    return shifted
+
+
+@pytest.mark.parametrize("shape", [(24, 32, 3), (600, 600, 3), (23, 31, 3), (1, 4, 3)])
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0, 0.3])
+def test_blend_every_layout_against_the_float_formula(shape, alpha):
+    """(24, 32): 32-bit lanes; (600, 600): lanes in two pieces (more than BLEND_CHUNK lanes); (23, 31): size not a
+    multiple of 4 (uint16 path); (1, 4): three lanes. Exact on the 1/256 grid, else within one."""
+    rng = np.random.default_rng(11)
+    image, color = (rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(2))
+    expected = reference_blend(image, color, alpha)
+    tolerance = 0 if alpha in (0.0, 0.5, 1.0) else 1
+    results = [blend(image, color, alpha), blend(aligned_and_offset(image), color, alpha),
+               blend(image, color, alpha, out=np.empty(shape, np.uint8))]
+    in_place = image.copy()
+    assert blend(in_place, color, alpha, out=in_place) is in_place
+    results.append(in_place)
+    for result in results:
+        assert np.abs(result.astype(int) - expected).max() <= tolerance
+    assert (_as_lanes(image) is not None) == (image.size % 4 == 0)   # the fast path is what was compared
+    assert _as_lanes(aligned_and_offset(image)) is None
+
+
+def test_blend_broadcast_colour_and_bad_out():
+    rng = np.random.default_rng(12)
+    image = rng.integers(0, 256, (8, 12, 3), dtype=np.uint8)
+    red = np.array([255, 0, 0], np.uint8)[None, None]
+    np.testing.assert_array_equal(blend(image, red, 0.75), reference_blend(image, np.broadcast_to(red, image.shape),
+                                                                           0.75))
+    with pytest.raises(ValueError, match="out must be uint8"):
+        blend(image, image, 0.5, out=np.empty((8, 12, 3), np.uint16))
+    with pytest.raises(ValueError, match="out must be uint8"):
+        blend(image, image, 0.5, out=np.empty((8, 11, 3), np.uint8))
+
+
+def test_out_arrays_receive_the_same_pictures():
+    """Rendering into given arrays (the node's message buffers), also row band by row band."""
+    scores = random_scores(13, (20, 24))
+    labels = np.random.default_rng(14).integers(0, 256, (20, 24)).astype(np.uint8)
+    with np.errstate(invalid="ignore", over="ignore"):
+        indices = reference_indices(scores, 0.1, 0.9)
+    heat = colormap_lut("viridis")[indices]
+    out = np.zeros((20, 24, 3), np.uint8)
+    for rows in (slice(0, 8), slice(8, 20)):
+        assert colorize_scores(scores[rows], 0.1, 0.9, "viridis", out=out[rows]) is not None
+    np.testing.assert_array_equal(out, heat)
+    index_out = np.zeros((20, 24), np.uint8)
+    assert score_indices(scores, 0.1, 0.9, out=index_out) is index_out
+    np.testing.assert_array_equal(index_out, indices)
+    assert colorize_labels(labels, CITYSCAPES, out=out) is out
+    np.testing.assert_array_equal(out, label_palette(CITYSCAPES)[labels])
+    with pytest.raises(ValueError, match="out must be uint8"):
+        score_indices(scores, out=np.zeros((20, 23), np.uint8))
+    with pytest.raises(ValueError, match="out must be uint8"):
+        colorize_labels(labels, CITYSCAPES, out=np.zeros((20, 24), np.uint8))
+
+
+def test_scores_without_nan_take_the_same_values():
+    """The NaN repair runs only when a NaN is there: a NaN-free map must give the formula's indices too."""
+    scores = np.linspace(-0.2, 1.2, 4000, dtype=np.float32).reshape(40, 100)
+    np.testing.assert_array_equal(score_indices(scores), reference_indices(scores, 0.0, 1.0))
+
+
+def test_torch_tensors_take_the_same_formulas():
+    """The device path (the node colours on the model's GPU): tensors in, tensors out, same values; run on CPU."""
+    torch = pytest.importorskip("torch")
+    scores = random_scores(15, (21, 34))
+    rng = np.random.default_rng(16)
+    image = rng.integers(0, 256, (21, 34, 3), dtype=np.uint8)
+    labels = rng.integers(0, CITYSCAPES.num_classes, (21, 34)).astype(np.uint8)
+    with np.errstate(invalid="ignore", over="ignore"):
+        indices = reference_indices(scores, 0.2, 0.7)
+    heat = colorize_scores(torch.from_numpy(scores), 0.2, 0.7, "inferno")
+    assert isinstance(heat, torch.Tensor) and heat.dtype == torch.uint8
+    np.testing.assert_array_equal(score_indices(torch.from_numpy(scores), 0.2, 0.7).numpy(), indices)
+    np.testing.assert_array_equal(heat.numpy(), colormap_lut("inferno")[indices])
+    np.testing.assert_array_equal(colorize_labels(torch.from_numpy(labels).long(), CITYSCAPES).numpy(),
+                                  label_palette(CITYSCAPES)[labels])
+    for alpha in (0.5, 0.3):
+        mixed = blend(torch.from_numpy(image), heat, alpha).numpy().astype(int)
+        reference = reference_blend(image, heat.numpy(), alpha)
+        assert np.abs(mixed - reference).max() <= (0 if alpha == 0.5 else 1)
+        np.testing.assert_array_equal(mixed, blend(image, heat.numpy(), alpha))   # the same integers as numpy's
+    with pytest.raises(ValueError, match="tensors"):
+        blend(torch.from_numpy(image), heat, 0.5, out=np.empty_like(image))
