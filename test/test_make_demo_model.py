@@ -19,6 +19,7 @@ from m2a_core.imageio import read_rgb
 from m2a_core.openset.calibration import load_calibration
 from m2a_core.predictor import Predictor
 from m2a_core.training.config import TrainConfig
+from training import make_demo_model
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "training" / "make_demo_model.py"
@@ -89,7 +90,8 @@ def test_threshold_is_calibrated_on_the_calibration_split_only(smoke_run: Path):
     digests = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in calibration_images + test_images}
     assert not {digests[p] for p in calibration_images} & {digests[p] for p in test_images}
 
-    # Brute force: the highest score t such that score >= t keeps at least 95 % of the anomaly pixels.
+    # Brute force: the highest score t such that score >= t keeps at least the recipe's share of anomaly pixels.
+    assert calibration.tpr == make_demo_model.CALIBRATION_TPR
     predictor = Predictor.from_weights(weights, short_side=calibration.predictor_options["short_side"],
                                        max_size=calibration.predictor_options["max_size"])
     anomaly_scores = []
@@ -97,7 +99,7 @@ def test_threshold_is_calibrated_on_the_calibration_split_only(smoke_run: Path):
         labels = read_label_png(data / "anomaly_calibration" / "labels_masks" / image_path.name)
         anomaly_scores.append(predictor(read_rgb(image_path)).anomaly[labels == 1])
     ranked = np.sort(np.concatenate(anomaly_scores))[::-1]
-    expected = ranked[math.ceil(0.95 * ranked.size) - 1]
+    expected = ranked[math.ceil(make_demo_model.CALIBRATION_TPR * ranked.size) - 1]
     assert calibration.threshold == pytest.approx(float(expected), abs=1e-6)
     assert json.loads((smoke_run / "metrics.json").read_text())["threshold"] == calibration.threshold
 
