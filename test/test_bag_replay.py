@@ -184,7 +184,11 @@ def test_replay_through_the_node_process_and_record_its_outputs(tmp_path, ros_co
         player = Process(module_command("m2a_ros.bags.play", "--bag", str(bag), "--rate", "0.2",
                                         "--wait-for-subscribers", "1"), tmp_path / "play.log")
         assert player.wait(STARTUP_TIMEOUT_S) == 0, player.log()
-        assert recorder.wait(STARTUP_TIMEOUT_S) == 0, node.log() + recorder.log()
+        try:
+            recorded = recorder.wait(STARTUP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            recorded = "timed out"
+        assert recorded == 0, f"recorder: {recorded}\n" + node.log() + recorder.log() + player.log()
     finally:
         for process in (player, recorder, node):
             if process is not None:
@@ -326,3 +330,12 @@ def test_ros_session_applies_ros_args_and_shuts_rclpy_down_after_an_interrupt_or
         with ros_session("m2a_bag_session_test", []) as session:
             raise ValueError("not an interrupt")
     assert not session.interrupted and not session.ok()  # shut down anyway, so the next tool can init again
+
+
+@pytest.mark.parametrize("option,value", [("--rate", "0"), ("--depth", "0"), ("--linger", "-1"), ("--linger", "nan")])
+def test_play_rejects_bad_options_in_one_line(tmp_path, capsys, option, value):
+    from m2a_ros.bags import play
+
+    assert play.main(["--bag", str(tmp_path / "missing"), option, value]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("m2a_bag_play: error:") and option in error and "\n" not in error

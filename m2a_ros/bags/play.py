@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="wait until every played topic has N subscribers before the first message")
     parser.add_argument("--wait-timeout", type=float, default=30.0, help="seconds to wait for subscribers")
     parser.add_argument("--start-delay", type=float, default=0.0, help="seconds to wait before the first message")
+    parser.add_argument("--linger", type=float, default=0.5,
+                        help="seconds to stay up after the last message: best-effort subscribers (a camera node's "
+                             "sensor-data QoS) cannot acknowledge, and exiting at once can lose what is in flight")
     return parser
 
 
@@ -155,6 +158,8 @@ def _run(args: argparse.Namespace, ros_args: list[str]) -> int:
 
     if args.depth < 1:
         raise M2AError(f"--depth must be >= 1, got {args.depth}")
+    if not (args.linger >= 0 and math.isfinite(args.linger)):
+        raise M2AError(f"--linger must be a number of seconds >= 0, got {args.linger}")
     if not (args.rate > 0 and math.isfinite(args.rate)):
         raise M2AError(f"--rate must be a positive number, got {args.rate}")
     bag = open_bag(args.bag)
@@ -170,6 +175,8 @@ def _run(args: argparse.Namespace, ros_args: list[str]) -> int:
         time.sleep(max(0.0, args.start_delay))
         stats = play(bag, publisher.publish, args.rate, args.loop, topics, should_stop=lambda: not session.ok())
         publisher.wait_for_delivery(args.wait_timeout)
+        if session.ok():
+            time.sleep(args.linger)
     if session.interrupted:
         return 0
     summary = ", ".join(f"{t}: {n}" for t, n in stats.published.items())
