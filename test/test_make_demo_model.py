@@ -129,3 +129,20 @@ def test_bad_thread_count_is_a_clear_error(tmp_path: Path):
     assert result.returncode == 2
     assert "--threads must be >= 1" in result.stderr and "Traceback" not in result.stderr
 
+
+
+def test_resume_reports_the_cost_of_reused_steps_as_first_measured(smoke_run: Path):
+    """Last in this file: it redoes the run's export, calibration and evaluation."""
+    before = json.loads((smoke_run / "steps.json").read_text())
+    result = run_script("--out", str(smoke_run), "--smoke", "--resume", "--no-progress", "--threads", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "reusing the data" in result.stdout and "stage already finished" in result.stdout
+    after = json.loads((smoke_run / "steps.json").read_text())
+    for step in ("data", "stage1", "stage2"):       # reused: the first run's record stays
+        assert after[step] == before[step]
+    for step in ("export_calibrate", "evaluate"):   # redone by the resumed run (1 thread)
+        assert after[step]["threads"] == 1 and before[step]["threads"] == 2
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    assert metrics["seconds"]["stage1"] == before["stage1"]["seconds"]
+    assert metrics["seconds"]["total"] == pytest.approx(sum(step["seconds"] for step in after.values()))
+    assert f"stage1 {before['stage1']['seconds']:.0f} (2)" in (smoke_run / "metrics.md").read_text()

@@ -89,8 +89,7 @@ def make_data(root: Path, plan: DataPlan, progress: bool, reuse: bool = False, w
     paths = {"cityscapes": root / "cityscapes", "outliers": root / "outliers",
              "calibration": root / "anomaly_calibration", "test": root / "anomaly_test"}
     marker = root / "plan.json"
-    description = json.dumps({"plan": asdict(plan), "seeds": SEEDS}, sort_keys=True)
-    if reuse and marker.is_file() and marker.read_text() == description:
+    if reuse and data_is_current(root, plan):
         log(f"reusing the data in {root} (same plan and seeds)")
         return paths
     marker.unlink(missing_ok=True)
@@ -106,8 +105,18 @@ def make_data(root: Path, plan: DataPlan, progress: bool, reuse: bool = False, w
     if labels.exists():
         shutil.rmtree(labels)
     shutil.copytree(paths["calibration"] / "labels_masks", labels)
-    atomic_write(marker, lambda tmp: Path(tmp).write_text(description))
+    atomic_write(marker, lambda tmp: Path(tmp).write_text(plan_description(plan)))
     return paths
+
+
+def plan_description(plan: DataPlan) -> str:
+    return json.dumps({"plan": asdict(plan), "seeds": SEEDS}, sort_keys=True)
+
+
+def data_is_current(root: Path, plan: DataPlan) -> bool:
+    """``root`` holds complete data of this plan and these seeds (``plan.json`` is written last)."""
+    marker = root / "plan.json"
+    return marker.is_file() and marker.read_text() == plan_description(plan)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -142,12 +151,16 @@ def run_stage(config: TrainConfig, resume: bool) -> Path:
     from m2a_core.training.loop import train
 
     out_dir = Path(config.output.dir)
-    resume = resume and (out_dir / "last_checkpoint.pt").is_file()
     final = out_dir / "model_final.safetensors"
-    if resume and final.is_file():
+    if resume and stage_is_finished(config):
         log(f"{final} exists: stage already finished")
         return final
-    return train(config, resume=resume)
+    return train(config, resume=resume and (out_dir / "last_checkpoint.pt").is_file())
+
+
+def stage_is_finished(config: TrainConfig) -> bool:
+    out_dir = Path(config.output.dir)
+    return (out_dir / "last_checkpoint.pt").is_file() and (out_dir / "model_final.safetensors").is_file()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -162,6 +175,13 @@ def export_half(source: Path, target: Path) -> None:
     with safe_open(str(source), framework="pt") as handle:
         metadata = handle.metadata()
     half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    if target.is_file():  # a resumed run: keep an identical file (safetensors orders metadata differently per run)
+        with safe_open(str(target), framework="pt") as handle:
+            same = handle.metadata() == metadata and set(handle.keys()) == set(half) and all(
+                torch.equal(handle.get_tensor(k), v) for k, v in half.items())
+        if same:
+            log(f"{target} already holds these weights: kept")
+            return
     atomic_write(target, lambda tmp: save_file(half, tmp, metadata=metadata))
 
 
@@ -298,7 +318,7 @@ TABLE = (("AuPRC", "AuPRC"), ("FPR95", "FPR95"), ("sIoU", "sIoU"), ("PPV", "PPV"
 TARGETS = {"AuPRC": (">=", 0.80), "FPR95": ("<=", 0.05), "closed_mIoU": (">=", 0.80)}
 
 
-def markdown_report(metrics: dict, seconds: dict, calibration, smoke: bool, threads: int) -> str:
+def markdown_report(metrics: dict, steps: dict[str, dict], calibration, smoke: bool) -> str:
     def pct(value) -> str:
         return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
 
@@ -319,8 +339,10 @@ def markdown_report(metrics: dict, seconds: dict, calibration, smoke: bool, thre
               "| class | benchmark | val |", "|---|---|---|"]
     for name, value in metrics["closed_IoU_per_class"].items():
         lines.append(f"| {name} | {pct(value)} | {pct(metrics['val_IoU_per_class'][name])} |")
-    steps = ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
-    lines += ["", f"Seconds per step ({threads} torch thread(s) + 1 data-loader process): {steps}", ""]
+    total = sum(step["seconds"] for step in steps.values())
+    costs = ", ".join(f"{name} {step['seconds']:.0f} ({step['threads']})" for name, step in steps.items())
+    lines += ["", f"Seconds per step (torch threads in brackets; training adds 1 data-loader process), as measured "
+              f"by the run that did the step: {costs}; total {total:.0f}", ""]
     return "\n".join(lines)
 
 
@@ -357,24 +379,34 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    seconds: dict[str, float] = {}
-    start = tick = time.perf_counter()
+    # Each step's cost as measured by the run that did it: a resumed run keeps the record of the steps it reuses,
+    # so metrics.md reports what the recipe costs, not what the last invocation happened to redo.
+    steps_path = out / "steps.json"
+    steps: dict[str, dict] = json.loads(steps_path.read_text()) if args.resume and steps_path.is_file() else {}
+    tick = time.perf_counter()
 
-    def lap(name: str) -> None:
+    def lap(name: str, reused: bool = False) -> None:
         nonlocal tick
         now = time.perf_counter()
-        seconds[name] = now - tick
+        if not (reused and name in steps):
+            steps[name] = {"seconds": now - tick, "threads": args.threads}
+            atomic_write(steps_path, lambda tmp: Path(tmp).write_text(json.dumps(steps, indent=2) + "\n"))
+        log(f"{name} done in {now - tick:.0f} s" + (" (reused)" if reused else ""))
         tick = now
-        log(f"{name} done in {seconds[name]:.0f} s")
 
     log(f"synthetic data ({plan.height}x{plan.width}) -> {out / 'data'}")
     # Data is written by as many processes as cores (every frame depends only on its seed and index).
+    reused = args.resume and data_is_current(out / "data", plan)
     data = make_data(out / "data", plan, progress, reuse=args.resume, workers=1 if args.smoke else 2)
-    lap("data")
-    stage1 = run_stage(stage_config(STAGE1, out, data, 1, plan.stage1_iter, args.smoke), args.resume)
-    lap("stage1")
-    stage2 = run_stage(stage_config(STAGE2, out, data, 2, plan.stage2_iter, args.smoke, init=stage1), args.resume)
-    lap("stage2")
+    lap("data", reused)
+    config = stage_config(STAGE1, out, data, 1, plan.stage1_iter, args.smoke)
+    reused = args.resume and stage_is_finished(config)
+    stage1 = run_stage(config, args.resume)
+    lap("stage1", reused)
+    config = stage_config(STAGE2, out, data, 2, plan.stage2_iter, args.smoke, init=stage1)
+    reused = args.resume and stage_is_finished(config)
+    stage2 = run_stage(config, args.resume)
+    lap("stage2", reused)
     weights = out / WEIGHTS_NAME
     export_half(stage2, weights)
     calibration, calibration_path = run_calibration(weights, data["calibration"], plan, args.calibration_tpr, progress)
@@ -383,8 +415,9 @@ def run(args: argparse.Namespace) -> int:
     lap("export_calibrate")
     metrics = evaluate(weights, calibration.threshold, data, plan, out, progress)
     lap("evaluate")
-    seconds["total"] = time.perf_counter() - start
-    record = {"smoke": args.smoke, "threads": args.threads, "plan": asdict(plan), "seeds": SEEDS,
+    seconds = {name: step["seconds"] for name, step in steps.items()}
+    seconds["total"] = sum(seconds.values())
+    record = {"smoke": args.smoke, "threads": args.threads, "steps": steps, "plan": asdict(plan), "seeds": SEEDS,
               "weights": str(weights), "weights_bytes": weights.stat().st_size,
               "weights_sha256": sha256_file(weights), "threshold": calibration.threshold,
               "calibration": {"tpr": calibration.achieved_tpr, "fpr": calibration.fpr,
@@ -394,7 +427,7 @@ def run(args: argparse.Namespace) -> int:
 
     atomic_write(out / "metrics.json",
                  lambda tmp: Path(tmp).write_text(json.dumps(json_ready(record), indent=2) + "\n"))
-    report = markdown_report(metrics, seconds, calibration, args.smoke, args.threads)
+    report = markdown_report(metrics, steps, calibration, args.smoke)
     atomic_write(out / "metrics.md", lambda tmp: Path(tmp).write_text(report))
     print(report)
     log(f"wrote {weights} ({weights.stat().st_size / 1e6:.1f} MB), {calibration_path}, {out / 'metrics.json'}, "
