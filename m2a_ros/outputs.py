@@ -137,15 +137,6 @@ def draw_instances(image: np.ndarray, id_map: np.ndarray | None, instances: list
         draw_box(image, segment["bbox"], INSTANCE_COLOR)
 
 
-def render_overlay(rgb: np.ndarray, heat: np.ndarray, id_map: np.ndarray | None, instances: list[dict],
-                   settings: RenderSettings) -> np.ndarray:
-    """Camera image blended with the heatmap colours ``heat`` (as ``anomaly_overlay``), with the unknown
-    instances' contours and boxes."""
-    out = blend(rgb, heat, settings.overlay_alpha)
-    draw_instances(out, id_map, instances)
-    return out
-
-
 def _into(pixels: np.ndarray, tensor) -> None:
     """Copy a tensor (any device) into a message's pixels: the one device-to-host copy of a picture."""
     import torch
