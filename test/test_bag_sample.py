@@ -240,8 +240,8 @@ def test_open_set_errors_are_one_line(tmp_path, sample_bag, weights, capsys):
 def test_committed_sample_bag_is_the_held_out_benchmark():
     """data/demo/synth_heldout (what `make demo` runs on): readable by rosbags, under 20 MB, and its first and last
     frames are those of the held-out benchmark (the recipe's seed; size as stored in the bag)."""
-    from m2a_core.synthetic.writer import anomaly_frame, anomaly_labels, open_set_labels
-    from m2a_ros.bags.sample import MAX_ANOMALIES, MIN_ANOMALIES, held_out_plan
+    from m2a_core.synthetic.writer import MAX_ANOMALIES, MIN_ANOMALIES, anomaly_frame, anomaly_labels, open_set_labels
+    from m2a_ros.bags.sample import held_out_plan
 
     bag = Path(__file__).resolve().parents[1] / "data" / "demo" / "synth_heldout"
     assert sum(f.stat().st_size for f in bag.iterdir()) < 20e6

@@ -19,7 +19,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +48,7 @@ def log(message: str) -> None:
 def check_run(out: Path, smoke: bool) -> None:
     """``out`` must be a finished make_demo_model.py run made with the same data plan (--smoke or not) and
     seeds, so that ``make_data(reuse=True)`` returns its data as they are."""
-    from make_demo_model import FULL, SEEDS, SMOKE
+    from make_demo_model import FULL, SMOKE, plan_description
 
     test_root = out / "data" / "anomaly_test"
     marker = out / "data" / "plan.json"
@@ -60,9 +59,7 @@ def check_run(out: Path, smoke: bool) -> None:
         recorded = json.loads(marker.read_text())
     except json.JSONDecodeError as exc:
         raise M2AError(f"{marker} is not a make_demo_model.py data plan: {exc}") from None
-    # As make_data describes its data; through JSON, so tuples compare as the file's lists.
-    plans = {flag: json.loads(json.dumps({"plan": asdict(plan), "seeds": SEEDS}))
-             for flag, plan in ((True, SMOKE), (False, FULL))}
+    plans = {flag: json.loads(plan_description(plan)) for flag, plan in ((True, SMOKE), (False, FULL))}
     if recorded == plans[smoke]:
         return
     if recorded == plans[not smoke]:

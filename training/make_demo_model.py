@@ -26,7 +26,7 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 from m2a_core.checkpoint import atomic_write, read_weights, sha256_file  # noqa: E402
 from m2a_core.classes import get_class_set  # noqa: E402
 from m2a_core.errors import M2AError  # noqa: E402
+from m2a_core.synthetic.demo_plan import FULL, SEEDS, SMOKE, DataPlan  # noqa: E402
 from m2a_core.training.config import TrainConfig  # noqa: E402
 
 CONFIGS = REPO / "training" / "configs"
@@ -48,31 +49,6 @@ WEIGHTS_NAME = "m2a_demo.safetensors"
 # threshold inside the road's score mode (its road masks stay near 0.8 confidence: scores 0.1-0.3), flagging 44 %
 # of the calibration set's inlier pixels as unknown; at 0.90 that is 5.3 %. Threshold-free metrics are unaffected.
 CALIBRATION_TPR = 0.90
-# Seeds of the data sets: the anomaly sets use different seeds, so calibration and test never share a frame.
-SEEDS = {"cityscapes": 0, "outliers": 1, "calibration": 2, "test": 3}
-
-
-@dataclass(frozen=True)
-class DataPlan:
-    height: int
-    width: int
-    train: int
-    val: int
-    calibration: int
-    test: int
-    outliers: int
-    outlier_sizes: tuple[int, int]   # smallest / largest outlier object width (pixels of these frames)
-    stage1_iter: int | None          # None: the config's
-    stage2_iter: int | None
-
-
-# 256x512 frames: at 128x256 even a perfect prediction at the model's mask resolution (1/4) scores only ~81 %
-# mIoU on this world (poles, signs, bicycles are 1-2 pixels wide); at 256x512 that bound is ~90 %.
-FULL = DataPlan(height=256, width=512, train=1000, val=50, calibration=100, test=200, outliers=400,
-                outlier_sizes=(16, 128), stage1_iter=None, stage2_iter=None)
-SMOKE = DataPlan(height=64, width=128, train=6, val=2, calibration=3, test=3, outliers=4,
-                 outlier_sizes=(6, 24), stage1_iter=2, stage2_iter=2)
-
 
 def log(message: str) -> None:
     print(f"[make_demo_model {time.strftime('%H:%M:%S')}] {message}", flush=True)

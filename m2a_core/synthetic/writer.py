@@ -182,8 +182,13 @@ def _write_anomaly_frame(out: Path, height: int, width: int, seed: int, min_anom
     return seconds
 
 
+# Anomalies per benchmark frame unless told otherwise (the bundled model's held-out set and its sample bag).
+MIN_ANOMALIES, MAX_ANOMALIES = 1, 4
+
+
 def write_anomaly_benchmark(out: str | Path, count: int, height: int = 512, width: int = 1024, seed: int = 0,
-                            min_anomalies: int = 1, max_anomalies: int = 4, progress: bool = True,
+                            min_anomalies: int = MIN_ANOMALIES, max_anomalies: int = MAX_ANOMALIES,
+                            progress: bool = True,
                             workers: int = 1) -> WriteStats:
     out = Path(out)
     _check_size(height, width)

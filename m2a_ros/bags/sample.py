@@ -4,9 +4,9 @@
     m2a_bag_make_sample --out /tmp/bag --frames 4 --height 64 --width 128
 
 Frame ``i`` is frame ``i`` of ``write_anomaly_benchmark(count, height, width, seed)`` (the same pixels and
-labels, drawn in memory by ``m2a_core.synthetic``), so with the defaults, the held-out plan and seed of
-``training/make_demo_model.py`` (``FULL``, ``SEEDS["test"]``), an evaluation of the bag gives the held-out
-numbers of the bundled model. Topics, every message of frame ``i`` stamped ``START + i / rate``:
+labels, drawn in memory by ``m2a_core.synthetic``), so with the defaults, the held-out plan and seed of the
+bundled model (``m2a_core.synthetic.demo_plan``: ``FULL``, ``SEEDS["test"]``), an evaluation of the bag gives
+its held-out numbers. Topics, every message of frame ``i`` stamped ``START + i / rate``:
 
 - ``/camera/front/image_raw/compressed``: sensor_msgs/CompressedImage, PNG (lossless; ``--jpeg-quality``
   for JPEG), ``frame_id`` an optical frame, as ``image_transport``'s compressed plugin publishes;
@@ -22,7 +22,6 @@ Size: a 256x512 PNG frame is ~0.21 MB, so the committed bag holds the first 90 o
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import io
 import sys
 from dataclasses import dataclass
@@ -37,9 +36,6 @@ ANOMALY_TOPIC = "/ground_truth/anomaly"
 SEMANTIC_TOPIC = "/ground_truth/semantic"
 FRAME_ID = "camera_front_optical_frame"
 START_NS = 1_767_225_600_000_000_000   # 2026-01-01 00:00:00 UTC: fixed, so the bag is reproducible
-# Anomalies per frame: write_anomaly_benchmark's defaults, which make_demo_model's held-out set uses.
-MIN_ANOMALIES, MAX_ANOMALIES = 1, 4
-DEMO_RECIPE = Path(__file__).resolve().parents[2] / "training" / "make_demo_model.py"
 
 
 @dataclass(frozen=True)
@@ -56,20 +52,10 @@ class SamplePlan:
 
 
 def held_out_plan() -> dict[str, int]:
-    """frames / height / width / seed of the bundled model's held-out benchmark, read from its recipe
-    (``training/make_demo_model.py``: ``FULL`` and ``SEEDS["test"]``), so they are written down once."""
-    if not DEMO_RECIPE.is_file():
-        raise M2AError(f"{DEMO_RECIPE} is not here (installed without the repository's training/ folder): "
-                       "give --frames, --height, --width and --seed")
-    name = "m2a_make_demo_model"
-    recipe = sys.modules.get(name)
-    if recipe is None:
-        spec = importlib.util.spec_from_file_location(name, DEMO_RECIPE)
-        recipe = importlib.util.module_from_spec(spec)
-        sys.modules[name] = recipe   # its dataclasses look their module up there
-        spec.loader.exec_module(recipe)
-    return {"frames": recipe.FULL.test, "height": recipe.FULL.height, "width": recipe.FULL.width,
-            "seed": recipe.SEEDS["test"]}
+    """frames / height / width / seed of the bundled model's held-out benchmark."""
+    from m2a_core.synthetic.demo_plan import FULL, SEEDS
+
+    return {"frames": FULL.test, "height": FULL.height, "width": FULL.width, "seed": SEEDS["test"]}
 
 
 class MessageBuilder:
@@ -112,7 +98,13 @@ def write_sample_bag(out: str | Path, plan: SamplePlan, progress: bool = True) -
     """Write the bag (mcap, zstd chunks) to ``out``; returns its path."""
     from tqdm import tqdm
 
-    from m2a_core.synthetic.writer import anomaly_frame, anomaly_labels, open_set_labels
+    from m2a_core.synthetic.writer import (
+        MAX_ANOMALIES,
+        MIN_ANOMALIES,
+        anomaly_frame,
+        anomaly_labels,
+        open_set_labels,
+    )
     from m2a_ros.bags.storage import BagWriter
 
     if plan.frames < 1:
@@ -148,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="m2a_bag_make_sample",
         description="Write the bundled model's held-out synthetic benchmark as a 10 Hz camera bag with ground truth "
-                    "(defaults: the held-out plan of training/make_demo_model.py).")
+                    "(defaults: the bundled model's held-out plan, m2a_core.synthetic.demo_plan).")
     parser.add_argument("--out", required=True, help="bag folder to write (replaced if it is a bag)")
     parser.add_argument("--frames", type=int, help="number of frames (default: the held-out set's)")
     parser.add_argument("--height", type=int, help="frame height (default: the held-out set's)")
