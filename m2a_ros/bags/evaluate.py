@@ -537,31 +537,12 @@ def _write_latency(rows: list[dict], out: Path, title: str) -> None:
 
 
 def _contact_sheet(frames: list[WorstFrame], path: Path, what: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    from m2a_core.plots import _atomic_savefig
+    from m2a_core.plots import picture_grid
 
     columns = max(len(f.panels) for f in frames)
-    names = ["input", "anomaly score", "ground truth (white: anomaly, grey: void)"][:columns]
-    figure, axes = pyplot.subplots(len(frames), columns, figsize=(3.6 * columns, 2.4 * len(frames)), squeeze=False)
-    try:
-        for row, frame in enumerate(frames):
-            for column in range(columns):
-                axis = axes[row][column]
-                axis.axis("off")
-                if column < len(frame.panels):
-                    axis.imshow(frame.panels[column])
-                if row == 0:
-                    axis.set_title(names[column], fontsize=9)
-            axes[row][0].text(0, -0.08, frame.title, transform=axes[row][0].transAxes, fontsize=8, va="top")
-        figure.suptitle(f"worst frames: {what}", fontsize=10)
-        figure.tight_layout(rect=(0, 0, 1, 0.97))
-        _atomic_savefig(figure, path)
-    finally:
-        pyplot.close(figure)
+    picture_grid([f.panels for f in frames], path,
+                 ["input", "anomaly score", "ground truth (white: anomaly, grey: void)"][:columns],
+                 row_labels=[f.title for f in frames], title=f"worst frames: {what}", panel_width=3.6)
 
 
 def _report_markdown(report: dict, metrics_markdown: str, has_sheet: bool, summary_markdown: str = "") -> str:

@@ -141,35 +141,13 @@ class ProductPictures:
         return labels if labels.shape == shape else None
 
     def write_sheet(self, path: Path, threshold: float) -> Path | None:
+        from m2a_core.plots import picture_grid
+
         if not self.rows:
             return None
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot
-
-        from m2a_core.plots import _atomic_savefig
-
-        titles = ("camera image", "ground truth (white: anomaly, grey: void)", "anomaly heatmap (~/anomaly/color)",
-                  f"open-set labels (white: unknown, score >= {threshold:.3f})",
-                  "overlay + unknown instances (cyan)")
         rows = sorted(self.rows)
-        height, width = rows[0][1][0].shape[:2]
-        scale = 3.2 / width
-        figure, axes = pyplot.subplots(len(rows), len(titles), squeeze=False,
-                                       figsize=(len(titles) * 3.3, len(rows) * (height * scale + 0.35)))
-        try:
-            for row, (stamp_ns, panels) in zip(axes, rows, strict=True):
-                for column, (axis, panel) in enumerate(zip(row, panels, strict=True)):
-                    axis.imshow(panel)
-                    axis.set_xticks([])
-                    axis.set_yticks([])
-                    if column == 0:
-                        axis.set_ylabel(f"t = {(stamp_ns - self.first_stamp_ns) / 1e9:.1f} s", fontsize=7)
-            for axis, title in zip(axes[0], titles, strict=True):
-                axis.set_title(title, fontsize=7)
-            figure.tight_layout()
-            _atomic_savefig(figure, path)
-        finally:
-            pyplot.close(figure)
+        picture_grid([panels for _, panels in rows], path, (
+            "camera image", "ground truth (white: anomaly, grey: void)", "anomaly heatmap (~/anomaly/color)",
+            f"open-set labels (white: unknown, score >= {threshold:.3f})", "overlay + unknown instances (cyan)"),
+            row_labels=[f"t = {(stamp_ns - self.first_stamp_ns) / 1e9:.1f} s" for stamp_ns, _ in rows])
         return path
