@@ -17,8 +17,6 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
-pytest.importorskip("rclpy", reason="ROS 2 rclpy is not installed")
-pytest.importorskip("rosbags", reason="rosbags is not installed")
 
 from PIL import Image as PILImage  # noqa: E402
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402

@@ -7,15 +7,14 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
+from std_msgs.msg import Header
 
-pytest.importorskip("sensor_msgs.msg", reason="ROS 2 message packages (rclpy wheels) are not installed")
-from std_msgs.msg import Header  # noqa: E402
-
-from m2a_core.classes import CITYSCAPES, IGNORE_ID, UNKNOWN_ID  # noqa: E402
-from m2a_ros import bands  # noqa: E402
-from m2a_ros.bands import row_bands  # noqa: E402
-from m2a_ros.conversions import array_to_image, image_message, image_to_array  # noqa: E402
-from m2a_ros.outputs import INSTANCE_COLOR, RenderSettings, frame_messages  # noqa: E402
+from m2a_core.classes import CITYSCAPES, IGNORE_ID, UNKNOWN_ID
+from m2a_ros import bands
+from m2a_ros.bands import row_bands
+from m2a_ros.conversions import array_to_image, image_message, image_to_array
+from m2a_ros.outputs import INSTANCE_COLOR, RenderSettings, frame_messages
 
 PICTURES = {"anomaly", "anomaly_color", "labels", "labels_color", "overlay"}
 
@@ -138,7 +137,6 @@ def test_image_message_buffers_are_what_is_published():
 
 def test_tensor_predictions_render_on_their_device():
     """Maps kept as torch tensors (on the model's GPU in the node; on the CPU here) give the same messages."""
-    torch = pytest.importorskip("torch")
     rgb, prediction = scene(36, 44, seed=2)
     on_device = SimpleNamespace(anomaly=torch.from_numpy(prediction.anomaly),
                                 labels=torch.from_numpy(prediction.labels),

@@ -184,7 +184,7 @@ def test_scores_without_nan_take_the_same_values():
 
 def test_torch_tensors_take_the_same_formulas():
     """The device path (the node colours on the model's GPU): tensors in, tensors out, same values; run on CPU."""
-    torch = pytest.importorskip("torch")
+    import torch
     scores = random_scores(15, (21, 34))
     rng = np.random.default_rng(16)
     image = rng.integers(0, 256, (21, 34, 3), dtype=np.uint8)
