@@ -7,16 +7,15 @@ but not for this process's GIL), feeds it one camera frame's prediction repeated
 - ``convert``: sensor_msgs/Image -> RGB array (``m2a_ros.conversions``),
 - ``render``: colour maps, overlay, markers and the messages of every output (``m2a_core.visualize``,
   ``m2a_ros.outputs``),
-- ``publish``: ``publish`` of every output to a subscriber in this process (over DDS).
+- ``publish``: ``publish`` of every output to the subscriber process (over DDS).
 
 The node's overhead is ``convert + render + publish`` (target: under 10 ms at 1024x2048). A second table splits the
 cost per output: ``render alone`` is ``frame_messages`` asked for that output only (the heatmap colours that
 ``anomaly_color`` and ``overlay`` share are then counted in both), ``publish`` that output's share of the publish
-stage. ``cpu`` is the process's CPU time during a stage (every thread: the render threads add up, and so does the
-in-process subscriber receiving the previous frame): on a busy machine the wall times grow, this much less. The
-model itself is run once (a compact random model with 100 queries unless ``--weights`` is given; its
-outputs have the official shapes, its anomaly scores are replaced by a uniform ramp over [score_min, score_max] so
-that every colour is drawn), so the numbers do not depend on the network's speed.
+stage. ``cpu`` is this process's CPU time during a stage (all its threads: the render threads add up); on a busy
+machine the wall times grow, this much less. The model itself is run once (a compact random model with 100 queries
+unless ``--weights`` is given; its outputs have the official shapes, its anomaly scores are replaced by a uniform
+ramp over [score_min, score_max] so that every colour is drawn), so the numbers do not depend on the network's speed.
 """
 from __future__ import annotations
 
