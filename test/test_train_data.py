@@ -101,6 +101,38 @@ def test_augmentation_keeps_labels_on_their_pixels():
         np.testing.assert_array_equal(out_image[interior], PALETTE[out_label[interior]])
 
 
+def test_class_uniform_crops_find_a_small_class_as_often_as_a_large_one():
+    """A 4x4 patch of class 7 in a 200x400 frame of class 1, void elsewhere on one side: a uniform 50x100
+    crop holds the patch 11 % of the time (window positions holding it / all positions); class-uniform crops
+    draw class 1 or 7 with probability 1/2 each, so about half hold it (+ the uniform share of the rest)."""
+    label = np.ones((200, 400), np.int64)
+    label[:, :40] = 255
+    label[150:154, 300:304] = 7
+    label += 256 * 3   # packed segment ids above the class, as TrainingSet passes them
+    image = np.zeros((200, 400, 3), np.uint8)
+    plain = AugmentConfig(short_sides=(200,), max_size=400, crop=(50, 100), photometric=False, flip=False)
+    focused = AugmentConfig(short_sides=(200,), max_size=400, crop=(50, 100), photometric=False, flip=False,
+                            class_uniform=1.0)
+    trials = 400
+    hits = {}
+    for name, config in (("plain", plain), ("focused", focused)):
+        count = 0
+        for seed in range(trials):
+            _, out = augment(image, label, config, np.random.default_rng(seed), classes_of=lambda m: m % 256)
+            assert out.shape == (50, 100)
+            count += bool(((out % 256) == 7).any())
+        hits[name] = count / trials
+    # Windows holding a patch pixel: top in 101..150 (rows 150..153, at most 150), left in 201..300.
+    expected_plain = (50 * 100) / (151 * 301)
+    assert abs(hits["plain"] - expected_plain) < 0.04
+    assert abs(hits["focused"] - (0.5 + 0.5 * expected_plain)) < 0.08
+    # Void is never the drawn class: a frame of void only falls back to a uniform crop.
+    _, out = augment(image, np.full((200, 400), 255, np.int64), focused, np.random.default_rng(0))
+    assert out.shape == (50, 100)
+    with pytest.raises(ValueError, match="class_uniform"):
+        AugmentConfig(class_uniform=1.5)
+
+
 def test_short_side_resize_follows_detectron2_rule():
     image, label = np.zeros((100, 200, 3), np.uint8), np.zeros((100, 200), np.uint8)
     config = AugmentConfig(short_sides=(150,), max_size=250, crop=None, photometric=False, flip=False)

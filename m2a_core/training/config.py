@@ -41,6 +41,7 @@ class AugmentSection:
     crop: list[int] | None = field(default_factory=lambda: [380, 760])
     photometric: bool = True
     flip: bool = True
+    class_uniform: float = 0.0   # fraction of class-uniform crops (not in the official recipe)
 
 
 @dataclass
@@ -115,7 +116,8 @@ class TrainConfig:
     def augment_config(self) -> AugmentConfig:
         aug = self.augment
         return AugmentConfig(short_sides=tuple(aug.short_sides), max_size=aug.max_size,
-                             crop=tuple(aug.crop) if aug.crop else None, photometric=aug.photometric, flip=aug.flip)
+                             crop=tuple(aug.crop) if aug.crop else None, photometric=aug.photometric, flip=aug.flip,
+                             class_uniform=aug.class_uniform)
 
     def to_dict(self) -> dict:
         return asdict(self)

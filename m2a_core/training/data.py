@@ -267,7 +267,8 @@ class TrainingSet:
         combined = semantic.astype(np.int64)
         if segments is not None:
             combined = combined + 256 * segments.astype(np.int64)
-        image, combined = augment(image, combined, self.augment_config, rng)
+        image, combined = augment(image, combined, self.augment_config, rng, classes_of=lambda m: m % 256,
+                                  void=IGNORE_ID)
         semantic = (combined % 256).astype(np.uint8)
         if segments is None:
             classes, masks = targets_from_semantic(semantic, self.num_classes)
