@@ -10,6 +10,8 @@ from dataclasses import dataclass
 # Label value for pixels the open-set outputs call "unknown"; 255 stays "ignore/void". Class ids of every
 # vocabulary stay below both (checked in ClassSet).
 UNKNOWN_ID = 254
+# Where open-set panoptic unknown instances come from (m2a_core.openset.panoptic.PanopticParams.unknown_source).
+UNKNOWN_SOURCES = ("background", "anomaly")
 IGNORE_ID = 255
 
 

@@ -167,13 +167,14 @@ class Predictor:
                          padded_size: tuple[int, int], input_size: tuple[int, int],
                          output_size: tuple[int, int]) -> None:
         """Open-set labels and panoptic segments on the device, only when the options ask for them."""
+        score = anomaly if options.openset_score == "anomaly" else maps.anomaly_no_refine
         if options.openset_threshold is not None:
-            score = anomaly if options.openset_score == "anomaly" else maps.anomaly_no_refine
             prediction.labels = openset_semantic(maps.semseg, score, options.openset_threshold,
                                                  num_classes=self.class_set.num_classes).cpu().numpy()
         if options.panoptic:
             result = panoptic_from_outputs(pred_logits, pred_masks, padded_size, input_size, output_size,
-                                           self.class_set, options.panoptic_params, options.panoptic_resolution)
+                                           self.class_set, options.panoptic_params, options.panoptic_resolution,
+                                           anomaly=score)
             prediction.instances = result.id_map.cpu().numpy()
             prediction.segments = result.segments
 

@@ -91,6 +91,8 @@ def openset_request(values: dict, wanted: set[str] | frozenset[str], openset_sco
         "openset_score": openset_score,
         "panoptic": bool(wanted & INSTANCE_OUTPUTS),
         "panoptic_params": PanopticParams(min_component_area=values["min_instance_area"],
-                                          max_components=values["max_instances"]),
+                                          max_components=values["max_instances"],
+                                          unknown_source=values["instance_source"],
+                                          anomaly_threshold=values["threshold"]),
         "panoptic_resolution": values["panoptic_resolution"],
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from m2a_core.classes import UNKNOWN_SOURCES
 from m2a_ros.outputs import OUTPUT_TOPICS
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
@@ -42,6 +43,9 @@ PARAMETERS: tuple[Parameter, ...] = (
               "threshold replaces 'threshold' on configure (a later 'threshold' change overrides it)"),
     Parameter("panoptic_resolution", "mask", "unknown-instance mining at 'mask' (1/4 side, fast) or 'full' "
               "resolution"),
+    Parameter("instance_source", "anomaly", "unknown instances from: 'anomaly' (connected components of the "
+              "unknown pixels, score >= threshold) or 'background' (the paper's rule, mined from what no known mask "
+              "claims)", runtime=True),
     Parameter("min_instance_area", 100, "smallest unknown instance in pixels at the input resolution", runtime=True),
     Parameter("max_instances", 3, "most unknown instances per frame (paper: 2-3)", runtime=True),
     Parameter("publish", list(OUTPUTS), "outputs to publish (any of: " + ", ".join(OUTPUTS) + "); an output "
@@ -98,6 +102,8 @@ def validate(name: str, value: object, current: dict[str, object] | None = None)
         return f"{name} must be >= 1, got {value}"
     if name == "panoptic_resolution" and value not in ("mask", "full"):
         return f"panoptic_resolution must be 'mask' or 'full', got {value!r}"
+    if name == "instance_source" and value not in UNKNOWN_SOURCES:
+        return f"instance_source must be one of {', '.join(UNKNOWN_SOURCES)}, got {value!r}"
     if name == "publish":
         unknown = sorted(set(value) - set(OUTPUTS))  # type: ignore[arg-type]
         if unknown:

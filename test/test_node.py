@@ -286,7 +286,8 @@ def expected(weights):
         if threshold not in predictors:
             predictors[threshold] = Predictor.from_weights(
                 weights, **PREDICTOR_OPTIONS, openset_threshold=threshold, panoptic=True,
-                panoptic_params=PanopticParams(min_component_area=MIN_INSTANCE_AREA, max_components=MAX_INSTANCES),
+                panoptic_params=PanopticParams(min_component_area=MIN_INSTANCE_AREA, max_components=MAX_INSTANCES,
+                                               unknown_source="anomaly", anomaly_threshold=threshold),
                 panoptic_resolution="mask")
         pred = predictors[threshold](rgb)
         return pred, pred.labels, [s for s in pred.segments if s["unknown"]]
@@ -587,7 +588,8 @@ def test_outputs_nobody_receives_are_not_computed(ros_env, weights):
         time.sleep(0.3)  # the overlay subscription has long been discovered: still not wanted
         assert node.wanted_outputs() == everything
         assert asked["options"].panoptic and asked["options"].openset_threshold == 0.5
-        assert asked["options"].panoptic_params == PanopticParams(min_component_area=100, max_components=3)
+        assert asked["options"].panoptic_params == PanopticParams(min_component_area=100, max_components=3,
+                                                                  unknown_source="anomaly", anomaly_threshold=0.5)
         assert node.predictor.options == defaults and not defaults.panoptic  # nothing shared was changed
     finally:
         listener.destroy_node()

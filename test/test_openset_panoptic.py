@@ -10,6 +10,7 @@ from m2a_core.classes import CITYSCAPES, UNKNOWN_ID, ClassSet
 from m2a_core.inference import upsample_mask_probs
 from m2a_core.openset.panoptic import (
     PanopticParams,
+    anomaly_instances,
     connected_components,
     openset_panoptic,
     panoptic_from_outputs,
@@ -295,6 +296,72 @@ def test_network_outputs_full_and_mask_resolution_agree_with_the_core_function()
     np.testing.assert_array_equal(larger.id_map.numpy()[::2, ::2], low.id_map.numpy())
     with pytest.raises(ValueError, match="resolution"):
         panoptic_from_outputs(pred_logits, mask_logits, padded, size, size, CITYSCAPES, params, "half")
+
+
+def test_anomaly_source_instances_are_the_largest_components_of_the_thresholded_score():
+    """unknown_source='anomaly': the unknown instances are scipy's 8-connected components of score >= threshold
+    (largest first, small ones dropped), taken out of the known segment they lie on, scored by their mean."""
+    logits, masks = scene([(CONFIDENT_ROAD, box(0.95, 0, 0, H, W))])       # one road segment over everything
+    rng = np.random.default_rng(0)
+    score = rng.uniform(0.0, 0.29, (H, W)).astype(np.float32)
+    score[5:15, 5:20] = rng.uniform(0.3, 1.0, (10, 15))                     # 150 px
+    score[20:26, 40:44] = 0.6                                              # 24 px
+    score[30, 50] = score[31, 51] = 0.9                                    # 2 px, diagonal: one component
+    params = PanopticParams(min_component_area=2, max_components=2, unknown_source="anomaly", anomaly_threshold=0.3)
+    known = openset_panoptic(logits, masks, CITYSCAPES, PanopticParams(max_components=0))
+    result = anomaly_instances(known, torch.from_numpy(score), params)
+    check_consistent(result)
+    components, _ = ndimage.label(score >= 0.3, structure=np.ones((3, 3)))
+    unknown = result.unknown_segments()
+    assert [s["area"] for s in unknown] == [150, 24]                          # max_components keeps the largest
+    for segment in unknown:
+        region = result.id_map.numpy() == segment["id"]
+        label = np.unique(components[region])
+        assert label.size == 1 and np.array_equal(region, components == label[0])
+        assert segment["score"] == pytest.approx(float(score[region].mean()), rel=1e-6)
+    road = [s for s in result.segments if not s["unknown"]]
+    assert len(road) == 1 and road[0]["area"] == H * W - 174
+    # The 2-pixel diagonal pair is one component, kept once the limit allows it; area 2 < 3 drops it.
+    three = anomaly_instances(known, torch.from_numpy(score), PanopticParams(
+        min_component_area=2, max_components=5, unknown_source="anomaly", anomaly_threshold=0.3))
+    assert [s["area"] for s in three.unknown_segments()] == [150, 24, 2]
+    bigger = anomaly_instances(known, torch.from_numpy(score), PanopticParams(
+        min_component_area=3, max_components=5, unknown_source="anomaly", anomaly_threshold=0.3))
+    assert [s["area"] for s in bigger.unknown_segments()] == [150, 24]
+    # Found on 4x4 blocks: two parts 2 px apart join into one instance; its pixels are still the score's.
+    split = np.zeros((H, W), np.float32)
+    split[8:12, 8:10] = split[8:12, 12:14] = 0.8
+    blocks = anomaly_instances(known, torch.from_numpy(split), params, cell=4)
+    assert len(blocks.unknown_segments()) == 1
+    assert np.array_equal(blocks.id_map.numpy() == blocks.unknown_segments()[0]["id"], split >= 0.3)
+    assert len(anomaly_instances(known, torch.from_numpy(split), params).unknown_segments()) == 2
+    with pytest.raises(ValueError, match="differ in size"):
+        anomaly_instances(known, torch.zeros(H, W + 1), params)
+
+
+def test_anomaly_source_through_the_network_outputs_keeps_the_known_segments_elsewhere():
+    logits, masks = random_scene(5)
+    padded, size = (64, 96), (56, 90)
+    mask_logits = torch.from_numpy(np.log(masks / (1 - masks)))
+    mask_logits = torch.nn.functional.interpolate(mask_logits[None], size=(16, 24), mode="bilinear")[0]
+    pred_logits = torch.from_numpy(logits)
+    score = torch.zeros(size)
+    score[10:30, 20:50] = 0.9
+    anomaly_params = PanopticParams(min_component_area=40, unknown_source="anomaly", anomaly_threshold=0.5)
+    for resolution in ("full", "mask"):
+        result = panoptic_from_outputs(pred_logits, mask_logits, padded, size, size, CITYSCAPES, anomaly_params,
+                                       resolution, anomaly=score)
+        check_consistent(result, size)
+        known_only = panoptic_from_outputs(pred_logits, mask_logits, padded, size, size, CITYSCAPES,
+                                           PanopticParams(min_component_area=40, max_components=0), resolution)
+        assert [s["area"] for s in result.unknown_segments()] == [600]
+        np.testing.assert_array_equal(result.id_map.numpy() == result.unknown_segments()[0]["id"], score.numpy() > 0)
+        outside = score.numpy() == 0
+        np.testing.assert_array_equal(result.id_map.numpy()[outside], known_only.id_map.numpy()[outside])
+    with pytest.raises(ValueError, match="needs the anomaly score"):
+        panoptic_from_outputs(pred_logits, mask_logits, padded, size, size, CITYSCAPES, anomaly_params, "full")
+    with pytest.raises(ValueError, match="unknown_source"):
+        PanopticParams(unknown_source="pixels")
 
 
 def test_bad_shapes_and_parameters_are_named():

@@ -9,6 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from m2a_core.backends import BACKENDS
+from m2a_core.classes import UNKNOWN_SOURCES
 from m2a_core.errors import M2AError
 from m2a_core.imageio import read_rgb, write_npz, write_png
 from m2a_core.visualize import anomaly_overlay, colorize_scores
@@ -74,6 +75,9 @@ def add_openset_arguments(parser: argparse.ArgumentParser) -> None:
                        help="open-set score threshold instead of a calibration file (unknown where score >= it)")
     group.add_argument("--panoptic-resolution", choices=("full", "mask"), default="full",
                        help="panoptic at full resolution or at 1/4 with the id map upsampled (faster)")
+    group.add_argument("--instance-source", choices=UNKNOWN_SOURCES, default="anomaly",
+                       help="unknown instances: connected components of the unknown pixels (anomaly, as the node) "
+                            "or the paper's background mining (background)")
 
 
 def openset_options(args: argparse.Namespace, classes: str, current=None) -> dict:
@@ -95,8 +99,11 @@ def openset_options(args: argparse.Namespace, classes: str, current=None) -> dic
             if differ:
                 print(f"m2a: warning: the calibration was made with other {', '.join(differ)} than this run; "
                       "its threshold may not give the calibrated TPR", file=sys.stderr)
+    from m2a_core.openset.panoptic import PanopticParams
+
     return {"openset_threshold": threshold, "openset_score": score, "panoptic": True,
-            "panoptic_resolution": args.panoptic_resolution}
+            "panoptic_resolution": args.panoptic_resolution,
+            "panoptic_params": PanopticParams(unknown_source=args.instance_source, anomaly_threshold=threshold)}
 
 
 def run(args: argparse.Namespace) -> int:
