@@ -36,7 +36,13 @@ def smoke_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo_smoke")
     result = run_script("--out", str(out), "--smoke", "--no-progress", "--threads", "2")
     assert result.returncode == 0, result.stderr[-3000:]
+    (out / "run_stderr.txt").write_text(result.stderr)
     return out
+
+
+def test_no_progress_silences_every_progress_bar(smoke_run: Path):
+    stderr = (smoke_run / "run_stderr.txt").read_text()
+    assert "train:" not in stderr and "it/s" not in stderr, stderr[-2000:]
 
 
 def test_configs_describe_one_model_that_fits_the_size_budget():

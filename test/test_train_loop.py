@@ -16,6 +16,7 @@ from train_helpers import make_cityscapes, make_outlier_pool, tiny_config
 
 from m2a_core.checkpoint import read_weights
 from m2a_core.errors import M2AError
+from m2a_core.training import checkpointing
 from m2a_core.training.config import TrainConfig
 from m2a_core.training.data import make_batch
 from m2a_core.training.loop import build_criterion, build_model, build_training_set, read_metrics, train, validate
@@ -104,8 +105,16 @@ def test_killed_and_resumed_run_has_the_losses_of_an_uninterrupted_run(cityscape
     killed.send_signal(signal.SIGKILL)
     killed.wait(timeout=30)
     assert not (tmp_path / "killed" / "model_final.safetensors").exists()
+    checkpoint = tmp_path / "killed" / "last_checkpoint.pt"
+    seconds_before = checkpointing.load_checkpoint(checkpoint)["seconds"]
+    assert seconds_before > 0
+    began = time.perf_counter()
     resumed = run_training_process(configs["killed"], "--resume")
     assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+    resumed_wall = time.perf_counter() - began
+    # The training time adds up over the runs: the earlier run's time to its checkpoint plus the resumed run's.
+    seconds_after = checkpointing.load_checkpoint(checkpoint)["seconds"]
+    assert seconds_before < seconds_after < seconds_before + resumed_wall
     resumed_from = int(resumed.stdout.read().split("resumed from iteration ")[1].split()[0])
     assert resumed_from in (2, 4, 6)
     records = {r["iteration"]: r for r in read_metrics(metrics) if "loss" in r}

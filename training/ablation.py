@@ -78,7 +78,7 @@ def train_baseline(out: Path, plan, smoke: bool, resume: bool, progress: bool) -
     config.model = {**config.model, "cross_attention": "masked"}
     config.output.dir = str(out / BASELINE_DIR)
     config.validate(f"{STAGE1} with cross_attention: masked")
-    return run_stage(config, resume)
+    return run_stage(config, resume, progress)[0]
 
 
 def evaluate_row(weights: Path, refine: bool, test_root: Path, short_side: int, progress: bool) -> dict:

@@ -123,15 +123,21 @@ def stage_config(path: Path, out: Path, data: dict[str, Path], stage: int, max_i
     return config
 
 
-def run_stage(config: TrainConfig, resume: bool) -> Path:
+def run_stage(config: TrainConfig, resume: bool, progress: bool) -> tuple[Path, float]:
+    """Train one stage; returns its final weights and the training seconds of the checkpoint it resumed from
+    (an interrupted stage's cost is the earlier run's time to that checkpoint plus this run's)."""
+    from m2a_core.training.checkpointing import load_checkpoint
     from m2a_core.training.loop import train
 
     out_dir = Path(config.output.dir)
     final = out_dir / "model_final.safetensors"
     if resume and stage_is_finished(config):
         log(f"{final} exists: stage already finished")
-        return final
-    return train(config, resume=resume and (out_dir / "last_checkpoint.pt").is_file())
+        return final, 0.0
+    checkpoint = out_dir / "last_checkpoint.pt"
+    resume = resume and checkpoint.is_file()
+    earlier = float(load_checkpoint(checkpoint).get("seconds", 0.0)) if resume else 0.0
+    return train(config, resume=resume, progress=progress), earlier
 
 
 def stage_is_finished(config: TrainConfig) -> bool:
@@ -361,11 +367,11 @@ def run(args: argparse.Namespace) -> int:
     steps: dict[str, dict] = json.loads(steps_path.read_text()) if args.resume and steps_path.is_file() else {}
     tick = time.perf_counter()
 
-    def lap(name: str, reused: bool = False) -> None:
+    def lap(name: str, reused: bool = False, earlier: float = 0.0) -> None:
         nonlocal tick
         now = time.perf_counter()
         if not (reused and name in steps):
-            steps[name] = {"seconds": now - tick, "threads": args.threads}
+            steps[name] = {"seconds": earlier + now - tick, "threads": args.threads}
             atomic_write(steps_path, lambda tmp: Path(tmp).write_text(json.dumps(steps, indent=2) + "\n"))
         log(f"{name} done in {now - tick:.0f} s" + (" (reused)" if reused else ""))
         tick = now
@@ -377,12 +383,12 @@ def run(args: argparse.Namespace) -> int:
     lap("data", reused)
     config = stage_config(STAGE1, out, data, 1, plan.stage1_iter, args.smoke)
     reused = args.resume and stage_is_finished(config)
-    stage1 = run_stage(config, args.resume)
-    lap("stage1", reused)
+    stage1, earlier = run_stage(config, args.resume, progress)
+    lap("stage1", reused, earlier)
     config = stage_config(STAGE2, out, data, 2, plan.stage2_iter, args.smoke, init=stage1)
     reused = args.resume and stage_is_finished(config)
-    stage2 = run_stage(config, args.resume)
-    lap("stage2", reused)
+    stage2, earlier = run_stage(config, args.resume, progress)
+    lap("stage2", reused, earlier)
     weights = out / WEIGHTS_NAME
     export_half(stage2, weights)
     calibration, calibration_path = run_calibration(weights, data["calibration"], plan, args.calibration_tpr, progress)

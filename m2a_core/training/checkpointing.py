@@ -48,14 +48,16 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler, scaler, iteration: int, config: dict) -> None:
-    """Save the state after ``iteration`` completed iterations."""
+                    scheduler, scaler, iteration: int, config: dict, seconds: float = 0.0) -> None:
+    """Save the state after ``iteration`` completed iterations; ``seconds``: the wall time they took, summed over
+    resumed runs (what the schedule up to here costs, without the work an interrupted run lost)."""
     state = {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else {},
         "iteration": int(iteration),
+        "seconds": float(seconds),
         "config": config,
         "rng": rng_state(),
     }

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -172,7 +173,8 @@ def plot_losses(records: list[dict], path: Path) -> None:
 # Validation.
 
 @torch.no_grad()
-def validate(model: Mask2Anomaly, config: TrainConfig, device: torch.device) -> dict[str, float]:
+def validate(model: Mask2Anomaly, config: TrainConfig, device: torch.device,
+             progress: bool = True) -> dict[str, float]:
     """mIoU over the validation split and, where it has outlier pixels (254), pixel anomaly metrics."""
     from m2a_core.inference import anomaly_maps
     from m2a_core.preprocess import normalize_and_pad, to_tensor
@@ -185,7 +187,7 @@ def validate(model: Mask2Anomaly, config: TrainConfig, device: torch.device) -> 
     accumulator = None
     was_training = model.training
     model.eval()
-    for index in tqdm(range(count), desc="validation", leave=False):
+    for index in tqdm(range(count), desc="validation", leave=False, disable=not progress):
         sample = dataset[index]
         image = to_tensor(sample.image, device)
         batch = normalize_and_pad([image], model.config.pixel_mean, model.config.pixel_std)
@@ -223,8 +225,9 @@ def validate(model: Mask2Anomaly, config: TrainConfig, device: torch.device) -> 
 # ---------------------------------------------------------------------------------------------------
 # The loop.
 
-def train(config: TrainConfig, resume: bool = False) -> Path:
-    """Run (or resume) training; returns the path of the exported final weights."""
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Run (or resume) training; returns the path of the exported final weights. ``progress``: the tqdm bar."""
+    started = time.perf_counter()
     rank, world, device = init_distributed(config)
     solver = config.solver
     if solver.batch_size % world:
@@ -244,6 +247,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp) if device.type == "cuda" else None
 
     start = 0
+    earlier_seconds = 0.0  # training time of the checkpoint resumed from
     checkpoint_path = out_dir / checkpointing.LAST
     records: list[dict] = []
     if resume:
@@ -251,6 +255,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             raise M2AError(f"--resume: no checkpoint {checkpoint_path} to resume from")
         state = checkpointing.load_checkpoint(checkpoint_path)
         start = checkpointing.restore(state, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+        earlier_seconds = float(state.get("seconds", 0.0))
         # Lines logged after the checkpoint by the interrupted run are dropped: they are recomputed.
         records = [r for r in read_metrics(out_dir / METRICS) if r.get("iteration", 0) <= start]
         if rank == 0:
@@ -271,7 +276,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False, num_workers=workers,
                                          persistent_workers=False, pin_memory=device.type == "cuda")
     use_outlier = config.loss.outlier_weight > 0
-    progress = tqdm(total=solver.max_iter, initial=start, desc="train", disable=rank != 0, dynamic_ncols=True)
+    bar = tqdm(total=solver.max_iter, initial=start, desc="train", disable=rank != 0 or not progress,
+                    dynamic_ncols=True)
     iteration = start
     for samples in loader:
         images, targets, semantic = make_batch(samples, model.config.pixel_mean, model.config.pixel_std, device)
@@ -296,7 +302,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         iteration += 1
-        progress.update(1)
+        bar.update(1)
 
         log_now = iteration % config.output.log_period == 0 or iteration == solver.max_iter
         if log_now:
@@ -305,10 +311,10 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             record.update({k: float(distributed_mean(v)) for k, v in losses.items()})
             records.append(record)
             if rank == 0:
-                progress.set_postfix(loss=f"{record['loss']:.4f}")
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
         if config.validation.kind and (iteration % config.validation.period == 0 or iteration == solver.max_iter):
             if rank == 0:
-                results = validate(model, config, device)
+                results = validate(model, config, device, progress)
                 records.append({"iteration": iteration, **results})
                 atomic_write(out_dir / f"val_{iteration:07d}.json",
                              lambda tmp, r=results: Path(tmp).write_text(json.dumps(r, indent=2)))
@@ -318,12 +324,13 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                 write_metrics(out_dir / METRICS, records)
                 checkpointing.save_checkpoint(checkpoint_path, model=model, optimizer=optimizer,
                                               scheduler=scheduler, scaler=scaler, iteration=iteration,
-                                              config=config.to_dict())
+                                              config=config.to_dict(),
+                                              seconds=earlier_seconds + time.perf_counter() - started)
                 plot_losses(records, out_dir / "loss_curve.png")
             barrier()
         elif log_now and rank == 0:
             write_metrics(out_dir / METRICS, records)
-    progress.close()
+    bar.close()
     final = out_dir / FINAL_WEIGHTS
     if rank == 0:
         freeze_batch_norms(model.backbone)  # the inference layout: the statistics learned, frozen
