@@ -26,6 +26,8 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from m2a_core.checkpoint import save_weights  # noqa: E402
 from m2a_core.classes import UNKNOWN_ID  # noqa: E402
 from m2a_core.metrics.openset import OpenSetIoU  # noqa: E402
+from m2a_core.metrics.panoptic import UnknownInstanceQuality  # noqa: E402
+from m2a_core.openset import PanopticParams  # noqa: E402
 from m2a_core.predictor import Predictor  # noqa: E402
 from m2a_core.synthetic.writer import write_anomaly_benchmark  # noqa: E402
 from m2a_core.visualize import colorize_labels, colorize_scores  # noqa: E402
@@ -172,11 +174,17 @@ def test_bag_eval_open_set_scores_and_pictures(tmp_path, sample_bag, benchmark, 
     predictor = Predictor.from_weights(weights, short_side=64, max_size=128)
     class_set = predictor.class_set
     expected_open = OpenSetIoU(class_set.num_classes, class_set.names)
+    expected_instances = UnknownInstanceQuality(min_area=10)
     closed_pairs = []
     for index in range(FRAMES):
         image = png(benchmark / "images" / f"synth_{index:06d}.png")
         semantic = png(benchmark / "labels_semantic" / f"synth_{index:06d}.png")
-        prediction = predictor(image, openset_threshold=THRESHOLD)
+        # The node's defaults: unknown instances from the unknown pixels, found at mask resolution.
+        prediction = predictor(image, openset_threshold=THRESHOLD, panoptic=True, panoptic_resolution="mask",
+                               panoptic_params=PanopticParams(min_component_area=10, unknown_source="anomaly",
+                                                              anomaly_threshold=THRESHOLD))
+        expected_instances.update(png(benchmark / "labels_masks" / f"synth_{index:06d}.png"), prediction.instances,
+                                  [s["id"] for s in prediction.segments if s["unknown"]])
         expected_open.update(prediction.labels, semantic)
         closed_pairs.append((prediction.semseg, semantic))
         # The node's published pictures, decoded from the PNGs m2a_bag_eval wrote.
@@ -195,17 +203,20 @@ def test_bag_eval_open_set_scores_and_pictures(tmp_path, sample_bag, benchmark, 
     assert open_set["unknown_IoU"] == pytest.approx(expected["unknown_IoU"], abs=1e-12)
     assert open_set["closed_mIoU"] == pytest.approx(closed_miou(closed_pairs, class_set.num_classes), abs=1e-12)
     assert report["openset_threshold"] == THRESHOLD
+    assert report["unknown_instances"] == pytest.approx(expected_instances.compute())
+    assert report["unknown_instances"]["instance_frames"] == FRAMES
     assert report["pictures"]["frames"] == FRAMES
     sheet = PILImage.open(out / "contact_sheet.png")
     assert sheet.format == "PNG" and sheet.size[0] > 5 * 150   # five columns of pictures
 
     markdown = (out / "report.md").read_text()
-    header = "|  | AuPRC | FPR95 | sIoU | PPV | mean_F1 | open_mIoU | closed_mIoU | unknown_IoU |"
+    header = "|  | AuPRC | FPR95 | sIoU | PPV | mean_F1 | open_mIoU | closed_mIoU | unknown_IoU | unknown_PQ |"
     assert header in markdown
     row = markdown.split(header)[1].splitlines()[2]
     metrics = json.loads((out / "metrics.json").read_text())
     cells = [f"{100 * metrics[k]:.2f}" for k in ("AuPRC", "FPR95", "sIoU", "PPV", "mean_F1")]
     cells += [f"{100 * open_set[k]:.2f}" for k in ("open_mIoU", "closed_mIoU", "unknown_IoU")]
+    cells += [f"{100 * report['unknown_instances']['unknown_PQ']:.2f}"]
     assert row == "| sample | " + " | ".join(cells) + " |"
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from m2a_core.errors import M2AError
-from m2a_core.metrics.panoptic import PanopticQuality, Segment, relabel_unknown
+from m2a_core.metrics.panoptic import PanopticQuality, Segment, UnknownInstanceQuality, relabel_unknown
 
 CATEGORIES = {1: "car", 2: "person", 10: "road"}
 THINGS = {1, 2}
@@ -103,3 +103,37 @@ def test_bad_input_is_named() -> None:
         metric.update(gt, {1: Segment(1)}, id_map(["11"]), {1: Segment(1), 2: Segment(2)})
     with pytest.raises(M2AError, match="shape"):
         metric.update(gt, {1: Segment(1)}, id_map(["1", "1"]), {1: Segment(1)})
+
+
+def test_unknown_instance_quality_by_hand() -> None:
+    """Two anomalies (10x10 and 10x8), a speck of 3 px, a void band; instance 5 covers the first anomaly with 20
+    extra road pixels (IoU 100 / 120), instance 6 lies on the road (false positive), instance 7 lies on void
+    (ignored), instance 9 is a known segment; the second anomaly is missed and the speck is under min_area."""
+    labels = np.zeros((40, 60), np.uint8)
+    labels[5:15, 5:15] = 1
+    labels[20:30, 40:48] = 1
+    labels[35, 0:3] = 1
+    labels[:, 55:] = 255
+    instances = np.zeros((40, 60), np.int32)
+    instances[5:15, 5:17] = 5
+    instances[0:3, 20:30] = 6
+    instances[10:20, 56:60] = 7
+    instances[32:40, 20:30] = 9
+    metric = UnknownInstanceQuality(min_area=5)
+    metric.update(labels, instances, [5, 6, 7, 8])          # 8: listed but absent from the frame
+    result = metric.compute()
+    assert (result["unknown_TP"], result["unknown_FP"], result["unknown_FN"]) == (1, 1, 1)
+    assert result["unknown_SQ"] == pytest.approx(100 / 120)
+    assert result["unknown_RQ"] == pytest.approx(1 / 2)
+    assert result["unknown_PQ"] == pytest.approx(100 / 120 / 2)
+    assert result["unknown_instances"] == 3 and result["instance_frames"] == 1
+    # Without a size filter the 3-px speck is one more missed instance.
+    no_filter = UnknownInstanceQuality()
+    no_filter.update(labels, instances, [5, 6, 7])
+    assert no_filter.compute()["unknown_FN"] == 2
+    # Nothing predicted: every kept anomaly is missed and PQ is 0.
+    empty = UnknownInstanceQuality(min_area=5)
+    empty.update(labels, np.zeros_like(instances), [])
+    assert empty.compute()["unknown_FN"] == 2 and empty.compute()["unknown_PQ"] == 0.0
+    with pytest.raises(M2AError, match="differ in shape"):
+        metric.update(labels, instances[:, :10], [5])

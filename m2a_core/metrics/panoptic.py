@@ -156,3 +156,49 @@ def relabel_unknown(segments: dict[int, Segment], unknown_categories: set[int],
     """Ground truth for open-set evaluation: segments of unknown categories become ``unknown_category``."""
     return {k: Segment(unknown_category, v.iscrowd) if v.category in unknown_categories else v
             for k, v in segments.items()}
+
+
+class UnknownInstanceQuality:
+    """Panoptic quality of unknown instances against an anomaly benchmark's 0/1/255 labels (PQ of the unknown
+    category, matched as above). Ground-truth instances are the 8-connected components of the anomaly pixels,
+    those under ``min_area`` pixels void (an instance filter of that size could never find them); inlier pixels
+    are one known segment, so an unknown instance on the road is a false positive, one mostly on void is not."""
+
+    KNOWN, UNKNOWN = 1, 2
+
+    def __init__(self, min_area: int = 0) -> None:
+        if min_area < 0:
+            raise M2AError(f"min_area must be >= 0, got {min_area}")
+        self.min_area = min_area
+        self.quality = PanopticQuality({self.KNOWN: "known"}, set(), unknown_category=self.UNKNOWN)
+        self.frames = 0
+        self.predicted = 0
+
+    def update(self, labels: np.ndarray, instances: np.ndarray, unknown_ids: list[int] | set[int]) -> None:
+        """One frame: ``labels`` 0 inlier / 1 anomaly / 255 void; ``instances`` the id map of the predicted
+        segments, of which ``unknown_ids`` are the unknown instances (the other ids count as not unknown)."""
+        from scipy import ndimage
+
+        labels, instances = np.asarray(labels), np.asarray(instances)
+        if labels.shape != instances.shape:
+            raise M2AError(f"labels {labels.shape} and instances {instances.shape} differ in shape")
+        components, count = ndimage.label(labels == 1, structure=np.ones((3, 3), bool))
+        areas = np.bincount(components.ravel(), minlength=count + 1)
+        kept = areas >= self.min_area
+        kept[0] = False
+        gt_ids = np.where(kept[components], components + 1, np.where(labels == 0, 1, VOID)).astype(np.int64)
+        gt_segments = {1: Segment(self.KNOWN)}
+        gt_segments.update({int(c) + 1: Segment(self.UNKNOWN) for c in np.flatnonzero(kept)})
+        unknown = sorted(set(int(i) for i in unknown_ids) & set(np.unique(instances).tolist()))
+        pred_ids = np.where(np.isin(instances, unknown), instances, 0).astype(np.int64)
+        self.quality.update(gt_ids, gt_segments, pred_ids, {i: Segment(self.UNKNOWN) for i in unknown})
+        self.frames += 1
+        self.predicted += len(unknown)
+
+    def compute(self) -> dict:
+        stats = self.quality.per_category().get("unknown", {"PQ": 0.0, "SQ": 0.0, "RQ": 0.0, "TP": 0, "FP": 0,
+                                                               "FN": 0})
+        return {"unknown_PQ": stats["PQ"], "unknown_SQ": stats["SQ"], "unknown_RQ": stats["RQ"],
+                "unknown_TP": stats["TP"], "unknown_FP": stats["FP"], "unknown_FN": stats["FN"],
+                "unknown_instances": self.predicted, "instance_frames": self.frames,
+                "instance_min_area": self.min_area}

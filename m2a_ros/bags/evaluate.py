@@ -235,8 +235,12 @@ class FrameBook:
     """Everything a run keeps per frame, in bounded memory: latency rows (numbers), ground-truth frames on
     disk for the metrics, failure counts, and the ``worst`` frames' thumbnails for the contact sheet."""
 
-    def __init__(self, out: Path, truth: GroundTruth | None, worst: int, settings) -> None:
+    def __init__(self, out: Path, truth: GroundTruth | None, worst: int, settings, min_instance_area: int = 0
+                 ) -> None:
+        from m2a_core.metrics.panoptic import UnknownInstanceQuality
+
         self.out, self.truth, self.worst_count, self.settings = out, truth, worst, settings
+        self.instance_quality = UnknownInstanceQuality(min_instance_area)
         self.frames_dir = out / "frames"
         if truth is not None:
             self.frames_dir.mkdir(parents=True, exist_ok=True)
@@ -253,9 +257,11 @@ class FrameBook:
         self.failures[kind] = self.failures.get(kind, 0) + 1
         self.failure_examples.setdefault(kind, example)
 
-    def add(self, stamp_ns: int, scores: np.ndarray, latency_row: dict, rgb) -> None:
+    def add(self, stamp_ns: int, scores: np.ndarray, latency_row: dict, rgb, instances: np.ndarray | None = None,
+            unknown_ids: list[int] = ()) -> None:
         """One processed frame: ``scores`` float32 [H, W]; ``rgb()`` gives its input picture (called only
-        for frames that enter the contact sheet)."""
+        for frames that enter the contact sheet); ``instances`` / ``unknown_ids``: the id map of the node's
+        segments and which of them are unknown instances, when it computed them."""
         from m2a_core.imageio import write_png
 
         self.latency_rows.append({"stamp_ns": stamp_ns, **latency_row})
@@ -275,6 +281,8 @@ class FrameBook:
             self.matched.append(stamp_ns)
             write_score_map(self.frames_dir / f"{stamp_ns}.npy", scores)
             write_png(self.frames_dir / f"{stamp_ns}.png", labels)
+            if instances is not None:
+                self.instance_quality.update(labels, instances, unknown_ids)
             if np.any(labels == 1):
                 auprc = frame_auprc(scores, labels)
                 badness, title, panels = 1.0 - auprc, f"{stamp_ns}  AuPRC {100 * auprc:.1f}", [labels]
@@ -308,6 +316,8 @@ class FrameBook:
                 "labels_without_frame_stamps": [s for s in truth.stamps if s not in truth.used][:50],
                 "label_read_problem": label_problem,
             }
+        if self.instance_quality.frames:
+            report["unknown_instances"] = self.instance_quality.compute()
         metrics_markdown = _evaluate(args, truth, self.matched, self.frames_dir, out, report)
         summary_markdown = _summary_table(report, Path(args.bag).name)
         _write_latency(self.latency_rows, out, report.get("latency_title", "per-frame latency"))
@@ -390,7 +400,7 @@ def run(args: argparse.Namespace) -> int:
                                                              round(args.match_tolerance * 1e9), values=None)
     values = node_values(args.weights, args.params_file, parse_overrides(args.set))
     pipeline = NodePipeline(values)
-    book = FrameBook(out, truth, args.worst, pipeline.render_settings())
+    book = FrameBook(out, truth, args.worst, pipeline.render_settings(), values["min_instance_area"])
     open_set = None
     if semantic_truth is not None:
         if "labels" not in pipeline.wanted:
@@ -434,7 +444,9 @@ def run(args: argparse.Namespace) -> int:
             t = result.timings_s
             row = {"log_time_ns": message.log_time, **{f"{k}_ms": 1e3 * v for k, v in t.items()},
                    "total_ms": 1e3 * (t["convert"] + t["predict"] + t["render"])}
-            book.add(result.stamp_ns, result.prediction.anomaly.astype(np.float32), row, lambda r=result: r.rgb)
+            prediction = result.prediction
+            book.add(result.stamp_ns, prediction.anomaly.astype(np.float32), row, lambda r=result: r.rgb,
+                     prediction.instances, [s["id"] for s in prediction.segments or () if s["unknown"]])
             if open_set is not None:
                 open_set.add(result.stamp_ns, result.prediction.labels, result.prediction.semseg)
             pictures.add(frames_read - 1, result.stamp_ns, result.rgb, result.messages)
@@ -496,7 +508,8 @@ def _summary_table(report: dict, name: str) -> str:
 
     if "open_set" not in report:
         return ""
-    markdown, _ = results_table({name: {**(report.get("metrics") or {}), **report["open_set"]}}, SUMMARY_COLUMNS)
+    row = {**(report.get("metrics") or {}), **report["open_set"], **report.get("unknown_instances", {})}
+    markdown, _ = results_table({name: row}, SUMMARY_COLUMNS)
     return markdown
 
 
@@ -551,7 +564,8 @@ def _report_markdown(report: dict, metrics_markdown: str, has_sheet: bool, summa
         lines += ["## Summary (percent)", "", summary_markdown.rstrip(), "",
                   f"open-mIoU: the node's open-set labels (unknown where the anomaly score >= "
                   f"{report['openset_threshold']:.4f}); closed mIoU: its class map on the known pixels; sIoU, PPV, "
-                  "mean F1: component metrics (see below).", ""]
+                  "mean F1: component metrics (see below); unknown PQ: the node's unknown instances against the "
+                  "anomaly components (see below).", ""]
     if report["read_problem"]:
         problem = report["read_problem"]
         lines += [f"**Damaged bag**: reading stopped at {problem['position']} ({problem['reason']}); the results "
@@ -582,6 +596,13 @@ def _report_markdown(report: dict, metrics_markdown: str, has_sheet: bool, summa
         lines += [f"- semantic ground truth ({open_set['semantic_topic']}): {open_set['semantic_labels']} labels, "
                   f"{open_set['semantic_frames']} frames matched, {open_set['semantic_frames_without_label']} "
                   "frames without one"]
+    instances = report.get("unknown_instances")
+    if instances:
+        lines += [f"- unknown instances: {instances['unknown_instances']} over {instances['instance_frames']} frames; "
+                  f"against the ground truth's anomaly components of >= {instances['instance_min_area']} px "
+                  f"(IoU > 0.5): {instances['unknown_TP']} matched, {instances['unknown_FP']} false, "
+                  f"{instances['unknown_FN']} missed; PQ {100 * instances['unknown_PQ']:.2f}, "
+                  f"SQ {100 * instances['unknown_SQ']:.2f}, RQ {100 * instances['unknown_RQ']:.2f}"]
     pictures = report.get("pictures") or {}
     if pictures.get("contact_sheet"):
         lines += [f"- contact sheet: {pictures['contact_sheet']}"]

@@ -19,7 +19,8 @@ from m2a_core.classes import IGNORE_ID, UNKNOWN_ID
 from m2a_core.errors import DatasetError, M2AError
 
 # The table report.md leads with (values in percent).
-SUMMARY_COLUMNS = ("AuPRC", "FPR95", "sIoU", "PPV", "mean_F1", "open_mIoU", "closed_mIoU", "unknown_IoU")
+SUMMARY_COLUMNS = ("AuPRC", "FPR95", "sIoU", "PPV", "mean_F1", "open_mIoU", "closed_mIoU", "unknown_IoU",
+                   "unknown_PQ")
 # Picture name -> the node output it is decoded from.
 PICTURE_OUTPUTS = {"heatmap": "anomaly_color", "labels": "labels_color", "overlay": "overlay"}
 DEFAULT_SHEET_FRAMES = 6
