@@ -93,6 +93,7 @@ def openset_request(values: dict, wanted: set[str] | frozenset[str], openset_sco
         "panoptic_params": PanopticParams(min_component_area=values["min_instance_area"],
                                           max_components=values["max_instances"],
                                           unknown_source=values["instance_source"],
-                                          anomaly_threshold=values["threshold"]),
+                                          anomaly_threshold=values["threshold"],
+                                          opening_size=values["instance_opening"]),
         "panoptic_resolution": values["panoptic_resolution"],
     }

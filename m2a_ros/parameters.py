@@ -47,6 +47,8 @@ PARAMETERS: tuple[Parameter, ...] = (
               "unknown pixels, score >= threshold) or 'background' (the paper's rule, mined from what no known mask "
               "claims)", runtime=True),
     Parameter("min_instance_area", 100, "smallest unknown instance in pixels at the input resolution", runtime=True),
+    Parameter("instance_opening", 3, "'anomaly' instances: side of the square opening applied to the unknown pixels "
+              "first, so thin boundary lines do not join objects (odd; 1: none)", runtime=True),
     Parameter("max_instances", 3, "most unknown instances per frame (paper: 2-3)", runtime=True),
     Parameter("publish", list(OUTPUTS), "outputs to publish (any of: " + ", ".join(OUTPUTS) + "); an output "
               "nobody subscribes to is not computed either way", runtime=True),
@@ -102,6 +104,8 @@ def validate(name: str, value: object, current: dict[str, object] | None = None)
         return f"{name} must be >= 1, got {value}"
     if name == "panoptic_resolution" and value not in ("mask", "full"):
         return f"panoptic_resolution must be 'mask' or 'full', got {value!r}"
+    if name == "instance_opening" and (value < 1 or value % 2 == 0):  # type: ignore[operator]
+        return f"instance_opening must be an odd number >= 1, got {value}"
     if name == "instance_source" and value not in UNKNOWN_SOURCES:
         return f"instance_source must be one of {', '.join(UNKNOWN_SOURCES)}, got {value!r}"
     if name == "publish":

@@ -158,6 +158,8 @@ def test_contours_match_brute_force_on_random_segments():
     ("max_rate", -1.0, "max_rate must be >= 0"),
     ("marker_scale", 0.0, "marker_scale must be > 0"),
     ("panoptic_resolution", "half", "must be 'mask' or 'full'"),
+    ("instance_opening", 4, "instance_opening must be an odd number >= 1"),
+    ("instance_opening", 0, "instance_opening must be an odd number >= 1"),
     ("no_such_parameter", 1, "unknown parameter"),
 ])
 def test_parameter_validation_reasons(name, value, reason):

@@ -32,11 +32,12 @@ def weights(tmp_path_factory):
 ])
 def test_openset_request_asks_only_for_what_the_outputs_need(wanted, threshold, panoptic):
     values = {**DEFAULTS, "threshold": 0.4, "min_instance_area": 7, "max_instances": 2, "panoptic_resolution": "full",
-              "instance_source": "background"}
+              "instance_source": "background", "instance_opening": 5}
     request = openset_request(values, wanted, "anomaly_no_refine")
     assert request == {"openset_threshold": threshold, "openset_score": "anomaly_no_refine", "panoptic": panoptic,
                        "panoptic_params": PanopticParams(min_component_area=7, max_components=2,
-                                                         unknown_source="background", anomaly_threshold=0.4),
+                                                         unknown_source="background", anomaly_threshold=0.4,
+                                                         opening_size=5),
                        "panoptic_resolution": "full"}
 
 

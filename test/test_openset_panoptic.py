@@ -307,7 +307,8 @@ def test_anomaly_source_instances_are_the_largest_components_of_the_thresholded_
     score[5:15, 5:20] = rng.uniform(0.3, 1.0, (10, 15))                     # 150 px
     score[20:26, 40:44] = 0.6                                              # 24 px
     score[30, 50] = score[31, 51] = 0.9                                    # 2 px, diagonal: one component
-    params = PanopticParams(min_component_area=2, max_components=2, unknown_source="anomaly", anomaly_threshold=0.3)
+    params = PanopticParams(min_component_area=2, max_components=2, unknown_source="anomaly", anomaly_threshold=0.3,
+                            opening_size=1)
     known = openset_panoptic(logits, masks, CITYSCAPES, PanopticParams(max_components=0))
     result = anomaly_instances(known, torch.from_numpy(score), params)
     check_consistent(result)
@@ -323,10 +324,10 @@ def test_anomaly_source_instances_are_the_largest_components_of_the_thresholded_
     assert len(road) == 1 and road[0]["area"] == H * W - 174
     # The 2-pixel diagonal pair is one component, kept once the limit allows it; area 2 < 3 drops it.
     three = anomaly_instances(known, torch.from_numpy(score), PanopticParams(
-        min_component_area=2, max_components=5, unknown_source="anomaly", anomaly_threshold=0.3))
+        min_component_area=2, max_components=5, unknown_source="anomaly", anomaly_threshold=0.3, opening_size=1))
     assert [s["area"] for s in three.unknown_segments()] == [150, 24, 2]
     bigger = anomaly_instances(known, torch.from_numpy(score), PanopticParams(
-        min_component_area=3, max_components=5, unknown_source="anomaly", anomaly_threshold=0.3))
+        min_component_area=3, max_components=5, unknown_source="anomaly", anomaly_threshold=0.3, opening_size=1))
     assert [s["area"] for s in bigger.unknown_segments()] == [150, 24]
     # Found on 4x4 blocks: two parts 2 px apart join into one instance; its pixels are still the score's.
     split = np.zeros((H, W), np.float32)
@@ -337,6 +338,37 @@ def test_anomaly_source_instances_are_the_largest_components_of_the_thresholded_
     assert len(anomaly_instances(known, torch.from_numpy(split), params).unknown_segments()) == 2
     with pytest.raises(ValueError, match="differ in size"):
         anomaly_instances(known, torch.zeros(H, W + 1), params)
+
+
+def scipy_opening(mask: np.ndarray, size: int) -> np.ndarray:
+    """Opening with the border rule of binary_opening's docstring: outside set for the erosion, unset after."""
+    square = np.ones((size, size), bool)
+    return ndimage.binary_dilation(ndimage.binary_erosion(mask, square, border_value=1), square, border_value=0)
+
+
+def test_opening_keeps_thin_boundary_lines_from_joining_objects_into_one_instance():
+    logits, masks = scene([(CONFIDENT_ROAD, box(0.95, 0, 0, H, W))])
+    known = openset_panoptic(logits, masks, CITYSCAPES, PanopticParams(max_components=0))
+    score = np.zeros((H, W), np.float32)
+    score[10:20, 5:15] = score[12:22, 45:55] = 0.9        # two objects, 100 px each
+    score[15, 15:45] = 0.6                                # a 1-px boundary line from one to the other
+    score[30:32, 0:W] = 0.7                               # a 2-px line across the frame
+    score[H - 6:H, 60:W] = 0.8                            # an object cut by two image borders (24 px)
+    mask = score >= 0.5
+    for size, areas in ((1, [230, 128, 24]), (3, [100, 100, 24]), (5, [100, 100, 24])):
+        params = PanopticParams(min_component_area=10, max_components=5, unknown_source="anomaly",
+                                anomaly_threshold=0.5, opening_size=size)
+        result = anomaly_instances(known, torch.from_numpy(score), params)
+        check_consistent(result)
+        expected, count = ndimage.label(scipy_opening(mask, size) if size > 1 else mask, structure=np.ones((3, 3)))
+        unknown = result.unknown_segments()
+        assert sorted(s["area"] for s in unknown) == sorted(areas), size
+        assert len(unknown) == count
+        for segment in unknown:
+            region = result.id_map.numpy() == segment["id"]
+            assert np.array_equal(region, expected == np.unique(expected[region])[0])
+    with pytest.raises(ValueError, match="opening_size must be an odd number"):
+        PanopticParams(opening_size=2)
 
 
 def test_anomaly_source_through_the_network_outputs_keeps_the_known_segments_elsewhere():

@@ -73,6 +73,10 @@ class PanopticParams:
     # anomaly score >= anomaly_threshold; needs the score map).
     unknown_source: str = "background"
     anomaly_threshold: float = 0.5
+    # "anomaly" source: opening (erosion, then dilation) of the thresholded score with an opening_size square
+    # before the components, so that thin lines just over the threshold (class boundaries) neither become
+    # instances nor chain separate objects into one frame-wide component; 1: none.
+    opening_size: int = 3
 
     def __post_init__(self) -> None:
         for name in ("object_mask_threshold", "overlap_threshold", "mask_threshold", "background_threshold",
@@ -84,6 +88,8 @@ class PanopticParams:
             raise ValueError(f"unknown_source must be one of {', '.join(UNKNOWN_SOURCES)}, got {self.unknown_source!r}")
         if self.min_component_area < 0 or self.max_components < 0 or self.cc_iterations < 1:
             raise ValueError("min_component_area and max_components must be >= 0 and cc_iterations >= 1")
+        if self.opening_size < 1 or self.opening_size % 2 == 0:
+            raise ValueError(f"opening_size must be an odd number >= 1, got {self.opening_size}")
 
 
 @dataclass
@@ -289,16 +295,29 @@ def openset_panoptic(pred_logits: torch.Tensor, mask_probs: torch.Tensor, class_
                           components_converged=converged)
 
 
+def binary_opening(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """Erosion then dilation of a boolean [H, W] mask with a size x size square (odd size); outside the image
+    counts as set for the erosion (objects at the border keep their edge) and as unset for the dilation."""
+    if size == 1:
+        return mask
+    pad = size // 2
+    inverse = (~mask)[None, None].float()
+    eroded = F.max_pool2d(inverse, size, stride=1, padding=pad) == 0     # max_pool pads with -inf: outside ignored
+    opened = F.max_pool2d(eroded.float(), size, stride=1, padding=pad) > 0
+    return opened[0, 0]
+
+
 def anomaly_instances(result: PanopticResult, anomaly: torch.Tensor, params: PanopticParams, cell: int = 1
                       ) -> PanopticResult:
     """Add to ``result`` (id map at the anomaly map's size) the unknown instances of ``unknown_source =
     "anomaly"``: the ``max_components`` largest connected components (8-connectivity) of ``anomaly >=
-    anomaly_threshold`` with at least ``min_component_area`` pixels, over any known segment. With ``cell`` > 1
-    the components are found on cell x cell blocks (a block is a candidate when any of its pixels is: cheaper,
-    and parts of one object a few pixels apart join), the instances' pixels stay exact."""
+    anomaly_threshold``, opened with an ``opening_size`` square, with at least ``min_component_area`` pixels,
+    over any known segment. With ``cell`` > 1 the components are found on cell x cell blocks (a block is a
+    candidate when any of its opened pixels is: cheaper, and parts of one object a few pixels apart join); the
+    instances' pixels are the opened mask's."""
     if anomaly.shape != result.id_map.shape:
         raise ValueError(f"anomaly map {tuple(anomaly.shape)} and id map {tuple(result.id_map.shape)} differ in size")
-    candidate = anomaly >= params.anomaly_threshold
+    candidate = binary_opening(anomaly >= params.anomaly_threshold, params.opening_size)
     if params.max_components == 0 or not bool(candidate.any()):
         return result
     height, width = candidate.shape
