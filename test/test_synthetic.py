@@ -238,7 +238,7 @@ def test_anomalies_range_from_small_obstacles_to_large_objects():
     from m2a_core.synthetic.writer import anomaly_frame
 
     sizes, on_road, beside = [], 0, 0
-    for index in range(12):
+    for index in range(30):  # sizes are log-uniform: a few dozen frames hold both ends
         frame = anomaly_frame(0, index, HEIGHT * 2, WIDTH * 2, 1, 4)
         components, count = ndimage.label(frame.anomaly_mask)
         sizes += np.bincount(components.ravel())[1:].tolist()

@@ -22,6 +22,7 @@ from m2a_core.synthetic.anomalies import Sprite, anomaly_sprite
 from m2a_core.synthetic.textures import (
     ANOMALY_LABEL,
     DARK_GLASS,
+    HELMETS,
     LAMP,
     LANE_PAINT,
     SKIN,
@@ -176,7 +177,7 @@ def sample_layout(rng: np.random.Generator) -> Layout:
     beyond = tuple("terrain" if rng.uniform() < 0.35 else "sidewalk" for _ in range(2))
     return Layout(road_left=road_left, road_right=road_left + lanes * lane_width, lane_width=lane_width,
                   sidewalk_left=rng.uniform(1.5, 4.5), sidewalk_right=rng.uniform(1.5, 4.5),
-                  beyond=beyond, tram=bool(rng.uniform() < 0.15))
+                  beyond=beyond, tram=bool(rng.uniform() < 0.35))
 
 
 def draw_ground(rng: np.random.Generator, camera: Camera, layout: Layout, palette: Palette
@@ -338,7 +339,8 @@ def person(rng, x: float, depth: float, label: int = PERSON, lift: float = 0.0, 
            ) -> Draw:
     height = height or rng.uniform(1.55, 1.95)
     shirt, trousers = class_color(rng, label), class_color(rng, label)
-    skin = SKIN[int(rng.integers(len(SKIN)))]
+    # Riders wear helmets: with their high-visibility jackets, what tells them from pedestrians at a glance.
+    head = HELMETS[int(rng.integers(len(HELMETS)))] if label == RIDER else SKIN[int(rng.integers(len(SKIN)))]
     stride = rng.uniform(0.0, 0.08)
 
     def draw(canvas: Canvas, camera: Camera, instance: int | None = None) -> None:
@@ -352,7 +354,7 @@ def person(rng, x: float, depth: float, label: int = PERSON, lift: float = 0.0, 
         for arm in (-1, 1):
             canvas.rectangle(upright_box(camera, x + arm * 0.18 * h, 0.035 * h, lift + 0.48 * h, lift + 0.82 * h,
                                          depth), label, shirt, instance)
-        canvas.ellipse(upright_box(camera, x, 0.065 * h, lift + 0.83 * h, lift + h, depth), label, skin, instance)
+        canvas.ellipse(upright_box(camera, x, 0.065 * h, lift + 0.83 * h, lift + h, depth), label, head, instance)
     return draw
 
 
@@ -421,13 +423,13 @@ def parked_bicycle(rng, x: float, depth: float) -> Draw:
     def draw(canvas: Canvas, camera: Camera) -> None:
         instance = canvas.new_instance(BICYCLE)
         scale = camera.scale(depth)
-        ring = max(int(0.05 * scale), 1)
+        ring = max(int(0.07 * scale), 1)
         for wheel in (-0.55, 0.55):
             canvas.ellipse(upright_box(camera, x + wheel, 0.34, 0, 0.68, depth), BICYCLE, TYRE, instance, ring)
         frame = [camera.project(x - 0.55, 0.34, depth), camera.project(x, 0.8, depth),
                  camera.project(x + 0.55, 0.34, depth), camera.project(x - 0.1, 0.34, depth),
                  camera.project(x, 0.8, depth)]
-        canvas.line(frame, BICYCLE, color, max(0.05 * scale, 1), instance)
+        canvas.line(frame, BICYCLE, color, max(0.07 * scale, 1), instance)
     return draw
 
 
@@ -474,7 +476,7 @@ def populate(rng: np.random.Generator, layout: Layout) -> tuple[list[tuple[float
             road_users.append((layout.curb(side) - side * 1.1, d, 1.0))
         for _ in range(int(rng.integers(0, 6))):
             items.append((d := rng.uniform(4, 50), person(rng, sidewalk_x(side), d)))
-        if rng.uniform() < 0.35:
+        if rng.uniform() < 0.6:
             items.append((d := rng.uniform(4, 30), parked_bicycle(rng, sidewalk_x(side, 0.6, 0.6), d)))
 
     for lane in lane_centres:
@@ -487,17 +489,17 @@ def populate(rng: np.random.Generator, layout: Layout) -> tuple[list[tuple[float
             road_users.append((x, depth, 1.3))
             depth += rng.uniform(12, 40)
     if layout.tram:
-        d = rng.uniform(12, 70)
+        d = rng.uniform(8, 45)
         items.append((d, car(rng, (layout.road_left + layout.road_right) / 2, d, TRAIN)))
         road_users.append(((layout.road_left + layout.road_right) / 2, d, 1.3))
-    for _ in range(int(rng.integers(0, 3))):  # riders near the road edge
-        label = BICYCLE if rng.uniform() < 0.55 else MOTORCYCLE
+    for _ in range(int(rng.integers(1, 4))):  # riders near the road edge
+        label = BICYCLE if rng.uniform() < 0.5 else MOTORCYCLE
         side = -1 if rng.uniform() < 0.5 else 1
-        d = rng.uniform(5, 40)
+        d = rng.uniform(4, 30)
         x = layout.curb(side) - side * rng.uniform(0.6, 1.5)
         items.append((d, two_wheeler(rng, x, d, label, True)))
         road_users.append((x, d, 0.4))
-    if rng.uniform() < 0.25:  # a parked motorcycle
+    if rng.uniform() < 0.5:  # a parked motorcycle
         side = -1 if rng.uniform() < 0.5 else 1
         items.append((d := rng.uniform(5, 30), two_wheeler(rng, sidewalk_x(side), d, MOTORCYCLE, False)))
     for _ in range(int(rng.integers(0, 3))):  # pedestrians crossing

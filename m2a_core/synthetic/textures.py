@@ -29,6 +29,8 @@ class Appearance:
 
 
 # Colours are the scene's own, not the label palette: muted road greys, green vegetation, blue-grey sky...
+# Classes of similar shape keep disjoint colour families (bus / train / truck, motorcycle / bicycle), so shape and
+# colour together tell every class apart.
 APPEARANCE: dict[int, Appearance] = {
     0: Appearance(((92, 88, 96), (80, 80, 84), (104, 98, 104)), 6, 0.07, 0.08),                  # road
     1: Appearance(((150, 140, 140), (170, 160, 150), (135, 128, 135)), 8, 0.05, 0.05, "tiles"),  # sidewalk
@@ -44,14 +46,14 @@ APPEARANCE: dict[int, Appearance] = {
     10: Appearance(((150, 180, 215), (180, 200, 225), (200, 205, 210)), 10, 0.0, 0.04, "sky"),    # sky
     11: Appearance(((60, 60, 75), (110, 85, 70), (50, 50, 50), (140, 130, 120), (90, 40, 40)),
                    12, 0.04, 0.0),                                                                 # person
-    12: Appearance(((40, 40, 45), (70, 70, 90), (110, 100, 60)), 10, 0.04, 0.0),                  # rider
+    12: Appearance(((200, 225, 50), (40, 40, 45), (225, 235, 90)), 10, 0.04, 0.0),                # rider
     13: Appearance(((205, 205, 210), (30, 30, 35), (140, 145, 150), (40, 50, 90), (110, 30, 30),
                     (170, 160, 130)), 8, 0.02, 0.02),                                              # car
     14: Appearance(((190, 190, 185), (55, 65, 110), (150, 60, 40)), 10, 0.03, 0.04),              # truck
-    15: Appearance(((220, 200, 60), (215, 215, 215), (170, 40, 40), (40, 90, 150)), 8, 0.02, 0.02),  # bus
-    16: Appearance(((210, 210, 200), (200, 60, 50), (70, 130, 90)), 8, 0.02, 0.02),               # train
-    17: Appearance(((30, 30, 30), (150, 30, 30), (40, 40, 120)), 8, 0.03, 0.0),                   # motorcycle
-    18: Appearance(((170, 30, 40), (30, 60, 140), (20, 20, 20), (200, 200, 200)), 10, 0.02, 0.0),  # bicycle
+    15: Appearance(((220, 200, 60), (40, 90, 150)), 8, 0.02, 0.02),                               # bus
+    16: Appearance(((70, 130, 90), (40, 90, 60)), 8, 0.02, 0.02),                                 # train
+    17: Appearance(((45, 45, 45), (150, 30, 30)), 8, 0.03, 0.0),                                  # motorcycle
+    18: Appearance(((30, 60, 140), (200, 200, 200)), 10, 0.02, 0.0),                              # bicycle
 }
 ANOMALY_APPEARANCE = Appearance(((128, 128, 128),), 0, 0.03, 0.0)
 VOID_APPEARANCE = Appearance(((25, 25, 28),), 3, 0.02, 0.0)
@@ -60,6 +62,7 @@ VOID_APPEARANCE = Appearance(((25, 25, 28),), 3, 0.02, 0.0)
 DARK_GLASS: RGB = (35, 40, 50)
 TYRE: RGB = (22, 22, 22)
 SKIN: tuple[RGB, ...] = ((225, 185, 150), (160, 110, 80), (95, 65, 45))
+HELMETS: tuple[RGB, ...] = ((235, 235, 235), (215, 40, 40), (30, 30, 30))
 LAMP: tuple[RGB, ...] = ((255, 40, 30), (255, 190, 20), (40, 255, 90))
 LANE_PAINT: RGB = (225, 225, 215)
 
