@@ -37,6 +37,8 @@ def smoke_run(tmp_path_factory) -> Path:
     assert made.returncode == 0, made.stderr[-3000:]
     ablation = run("ablation.py", "--out", str(out), "--smoke", "--no-progress", "--threads", "2")
     assert ablation.returncode == 0, ablation.stderr[-3000:]
+    # --no-progress: no bar anywhere (training, validation, scoring), so a background run's log stays readable.
+    assert "\r" not in ablation.stderr and "frame/s" not in ablation.stderr, ablation.stderr[-2000:]
     return out
 
 

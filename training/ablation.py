@@ -93,7 +93,7 @@ def evaluate_row(weights: Path, refine: bool, test_root: Path, short_side: int, 
     benchmark = open_dataset("fs_lost_and_found", test_root)
     frames = [(s.name, predictor(benchmark.read_image(s)).anomaly, benchmark.read_labels(s))
               for s in tqdm(benchmark.samples, desc=weights.parent.name, disable=not progress)]
-    results, _ = evaluate_anomaly(lambda: iter(frames), track="obstacle")
+    results, _ = evaluate_anomaly(lambda: iter(frames), track="obstacle", progress=progress)
     return results
 
 

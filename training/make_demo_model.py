@@ -242,7 +242,7 @@ def evaluate(weights: Path, threshold: float, data: dict[str, Path], plan: DataP
         add_confusion(closed, prediction.semseg, semantic)  # known pixels only (254 and 255 are >= k)
         if index < sheet_frames:
             sheet.append((image, labels, prediction))
-    anomaly, curves = evaluate_anomaly(lambda: iter(frames), track="obstacle")
+    anomaly, curves = evaluate_anomaly(lambda: iter(frames), track="obstacle", progress=progress)
     open_set = open_iou.compute()
     closed_miou, closed_per_class = confusion_iou(closed, class_set.names)
 

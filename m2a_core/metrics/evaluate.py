@@ -33,24 +33,25 @@ TABLE_COLUMNS = ("AuPRC", "FPR95", "FPR95_interp", "AUROC", "smiyc_AuPRC", "smiy
                  "sIoU", "PPV", "mean_F1")
 
 
-def _frames(source: FrameSource, skip_without_anomaly: bool, desc: str) -> Iterator[Frame]:
-    for name, scores, labels in tqdm(source(), desc=desc, unit="frame"):
+def _frames(source: FrameSource, skip_without_anomaly: bool, desc: str, progress: bool) -> Iterator[Frame]:
+    for name, scores, labels in tqdm(source(), desc=desc, unit="frame", disable=not progress):
         if skip_without_anomaly and not np.any(labels == 1):
             continue
         yield name, scores, labels
 
 
 def evaluate_anomaly(source: FrameSource, track: str = "anomaly", threshold: float | None = None,
-                     skip_without_anomaly: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
+                     skip_without_anomaly: bool = False, progress: bool = True
+                     ) -> tuple[dict, dict[str, np.ndarray]]:
     """(metrics, curves) over the frames ``source()`` yields (it is called once per pass).
 
     ``threshold``: score threshold of the component metrics (default: the binned curve's best F1).
     ``skip_without_anomaly``: drop frames without anomaly pixels, as the official Mask2Anomaly script
-    does (the benchmarks keep them).
+    does (the benchmarks keep them). ``progress``: tqdm bars of the two passes.
     """
     track_spec = get_track(track)
     exact, binned = PixelScoreAccumulator(), BinnedCurveAccumulator()
-    for _, scores, labels in _frames(source, skip_without_anomaly, "pixel metrics"):
+    for _, scores, labels in _frames(source, skip_without_anomaly, "pixel metrics", progress):
         exact.update(scores, labels)
         binned.update(scores, labels)
     if exact.num_frames == 0:
@@ -62,7 +63,7 @@ def evaluate_anomaly(source: FrameSource, track: str = "anomaly", threshold: flo
         components = {"sIoU": math.nan, "PPV": math.nan, "mean_F1": math.nan}
     else:
         accumulator = ComponentAccumulator(component_threshold, track_spec)
-        for _, scores, labels in _frames(source, skip_without_anomaly, "component metrics"):
+        for _, scores, labels in _frames(source, skip_without_anomaly, "component metrics", progress):
             accumulator.update(scores, labels)
         components = accumulator.compute()
     results.update(components)
