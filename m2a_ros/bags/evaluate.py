@@ -258,7 +258,7 @@ class FrameBook:
         self.failure_examples.setdefault(kind, example)
 
     def add(self, stamp_ns: int, scores: np.ndarray, latency_row: dict, rgb, instances: np.ndarray | None = None,
-            unknown_ids: list[int] = ()) -> None:
+            unknown_ids: tuple[int, ...] | list[int] = ()) -> None:
         """One processed frame: ``scores`` float32 [H, W]; ``rgb()`` gives its input picture (called only
         for frames that enter the contact sheet); ``instances`` / ``unknown_ids``: the id map of the node's
         segments and which of them are unknown instances, when it computed them."""
