@@ -277,7 +277,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
                                          persistent_workers=False, pin_memory=device.type == "cuda")
     use_outlier = config.loss.outlier_weight > 0
     bar = tqdm(total=solver.max_iter, initial=start, desc="train", disable=rank != 0 or not progress,
-                    dynamic_ncols=True)
+               dynamic_ncols=True)
     iteration = start
     for samples in loader:
         images, targets, semantic = make_batch(samples, model.config.pixel_mean, model.config.pixel_std, device)
