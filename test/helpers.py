@@ -31,6 +31,15 @@ def random_image(seed: int, height: int, width: int) -> np.ndarray:
     return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
+def scipy_opening(mask: np.ndarray, size: int = 3) -> np.ndarray:
+    """Binary opening by scipy, the independent reference for m2a's: outside the image set for the erosion
+    (objects at the border keep their edge), unset for the dilation."""
+    from scipy import ndimage
+
+    square = np.ones((size, size), bool)
+    return ndimage.binary_dilation(ndimage.binary_erosion(mask, square, border_value=1), square, border_value=0)
+
+
 def make_model(config: ModelConfig, seed: int, force_class: int | None = None):
     """A randomly initialised model with varied queries; ``force_class`` makes many queries confident in it."""
     import torch

@@ -16,6 +16,8 @@ from m2a_core.openset.panoptic import (
     panoptic_from_outputs,
 )
 
+from helpers import scipy_opening
+
 K = CITYSCAPES.num_classes  # 0..10 stuff, 11..18 things, 19 no-object
 H, W = 40, 64
 PARAMS = PanopticParams(min_component_area=10)
@@ -338,12 +340,6 @@ def test_anomaly_source_instances_are_the_largest_components_of_the_thresholded_
     assert len(anomaly_instances(known, torch.from_numpy(split), params).unknown_segments()) == 2
     with pytest.raises(ValueError, match="differ in size"):
         anomaly_instances(known, torch.zeros(H, W + 1), params)
-
-
-def scipy_opening(mask: np.ndarray, size: int) -> np.ndarray:
-    """Opening with the border rule of binary_opening's docstring: outside set for the erosion, unset after."""
-    square = np.ones((size, size), bool)
-    return ndimage.binary_dilation(ndimage.binary_erosion(mask, square, border_value=1), square, border_value=0)
 
 
 def test_opening_keeps_thin_boundary_lines_from_joining_objects_into_one_instance():

@@ -18,7 +18,7 @@ from m2a_core.openset.panoptic import PanopticParams, panoptic_from_outputs
 from m2a_core.predictor import Predictor
 from m2a_core.preprocess import resized_shape
 
-from helpers import random_image
+from helpers import random_image, scipy_opening
 
 OPTIONS = {"short_side": 64, "max_size": 128}
 
@@ -54,7 +54,7 @@ def test_outputs_are_opt_in_and_equal_the_library(weights):
                             anomaly_threshold=threshold)
     pred = Predictor.from_weights(weights, openset_threshold=threshold, panoptic=True, panoptic_params=params,
                                   **OPTIONS)(image)
-    components, count = ndimage.label(opened(plain.anomaly >= threshold), structure=np.ones((3, 3)))
+    components, count = ndimage.label(scipy_opening(plain.anomaly >= threshold), structure=np.ones((3, 3)))
     areas = np.bincount(components.ravel())[1:]
     largest = sorted((a for a in areas if a >= 5), reverse=True)[:3]
     unknown = [s for s in pred.segments if s["unknown"]]
@@ -62,12 +62,6 @@ def test_outputs_are_opt_in_and_equal_the_library(weights):
     for segment in unknown:
         region = pred.instances == segment["id"]
         assert np.array_equal(region, components == np.unique(components[region])[0])
-
-
-def opened(mask: np.ndarray) -> np.ndarray:
-    """The default opening of the unknown pixels (3x3; outside set for the erosion, unset for the dilation)."""
-    square = np.ones((3, 3), bool)
-    return ndimage.binary_dilation(ndimage.binary_erosion(mask, square, border_value=1), square, border_value=0)
 
 
 def m2a(*args: str) -> subprocess.CompletedProcess:
@@ -103,7 +97,7 @@ def test_infer_openset_writes_labels_pictures_json_and_raw(weights, tmp_path):
     ids = {s["id"] for s in document["segments"]}
     assert set(np.unique(raw["instances"])) - {0} == ids
     # Unknown instances by default as the node finds them: components of the (opened) unknown pixels.
-    components, _ = ndimage.label(opened(labels == UNKNOWN_ID), structure=np.ones((3, 3)))
+    components, _ = ndimage.label(scipy_opening(labels == UNKNOWN_ID), structure=np.ones((3, 3)))
     unknown = [s for s in document["segments"] if s["unknown"]]
     assert unknown
     for segment in unknown:
