@@ -106,8 +106,12 @@ def test_killed_and_resumed_run_has_the_losses_of_an_uninterrupted_run(cityscape
     killed.wait(timeout=30)
     assert not (tmp_path / "killed" / "model_final.safetensors").exists()
     checkpoint = tmp_path / "killed" / "last_checkpoint.pt"
-    seconds_before = checkpointing.load_checkpoint(checkpoint)["seconds"]
-    assert seconds_before > 0
+    state = checkpointing.load_checkpoint(checkpoint)
+    assert state["seconds"] > 0
+    # Let the checkpoint claim far more time than any run here takes, so that a resumed run which counted only
+    # its own time could not pass the check below by chance.
+    seconds_before = state["seconds"] + 1000.0
+    torch.save({**state, "seconds": seconds_before}, checkpoint)
     began = time.perf_counter()
     resumed = run_training_process(configs["killed"], "--resume")
     assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
