@@ -14,7 +14,8 @@ from m2a_core.datasets import open_dataset
 from m2a_core.datasets.semantic import cityscapes
 from m2a_core.synthetic.anomalies import ANOMALY_FAMILIES, ANOMALY_HUES, anomaly_sprite, hue_degrees
 from m2a_core.synthetic.outliers import OUTLIER_FAMILIES, OUTLIER_HUES
-from m2a_core.synthetic.scene import generate_frame
+from m2a_core.synthetic.scene import Canvas, generate_frame, parked_bicycle, pole, sample_camera
+from m2a_core.synthetic.textures import APPEARANCE, Palette, sign_rim
 from m2a_core.synthetic.writer import (
     open_set_semantic,
     write_anomaly_benchmark,
@@ -135,6 +136,56 @@ def test_outlier_pool_is_disjoint_in_appearance_from_test_anomalies(tmp_path):
     assert in_ranges(outlier_hues, OUTLIER_HUES, 5.0).all()
     assert in_ranges(anomaly_hues, ANOMALY_HUES, 5.0).all()
     assert not in_ranges(outlier_hues, ANOMALY_HUES, 5.0).any()
+
+
+def test_a_parked_bicycle_is_labelled_with_whole_wheels_that_show_the_background():
+    camera = sample_camera(np.random.default_rng(0), 256, 512)
+    labels, paint = np.zeros((256, 512), np.uint8), np.zeros((256, 512), np.int32)  # road, palette index 0
+    palette = Palette()
+    palette.add((90, 90, 90))
+    canvas = Canvas(labels, paint, palette)
+    parked_bicycle(np.random.default_rng(1), 0.0, 4.0)(canvas, camera)
+    bicycle = np.asarray(canvas.labels) == 18
+    painted = np.asarray(canvas.paint) != 0
+    instance = np.unique(np.asarray(canvas.instances)[bicycle])
+    assert instance.tolist() == [1]
+    # A row through a wheel, between its centre and top (the centre row is a spoke): bicycle label across the
+    # whole disc, but background paint between rim and spokes.
+    centre_x, centre_y = (int(round(v)) for v in camera.project(0.55, 0.34, 4.0))
+    radius = 0.34 * camera.scale(4.0)
+    chord = int(radius * np.sqrt(1 - 0.4**2))
+    row_labels, row_paint = bicycle[centre_y - int(0.4 * radius)], painted[centre_y - int(0.4 * radius)]
+    inside = slice(centre_x - chord + 3, centre_x + chord - 2)
+    assert row_labels[inside].all()
+    assert not row_paint[inside].all() and row_paint[inside].any()
+    # Every bicycle-painted pixel is labelled bicycle, and the label covers more than the paint (the discs).
+    assert not (painted & ~bicycle).any()
+    assert bicycle.sum() > 1.5 * painted.sum()
+
+
+@pytest.mark.parametrize("face", list(APPEARANCE[7].colors))
+def test_signs_have_a_rim_of_another_colour_than_their_face(face):
+    rim = sign_rim(face)
+    assert np.abs(np.subtract(rim, face)).sum() > 150  # white faces too: alone they look like the sky
+    jittered = tuple(int(v) + 9 for v in face)
+    assert sign_rim(jittered) == rim
+    # Drawn, a sign has exactly two colours: the (jittered) face and this rim.
+    rng = np.random.default_rng(4)
+    for _ in range(300):  # poles until one carries a sign of this face inside the image
+        canvas = Canvas(np.full((512, 1024), 10, np.uint8), np.zeros((512, 1024), np.int32), Palette())
+        canvas.palette.add((0, 0, 0))
+        pole(rng, 0.0, 15.0, 1)(canvas, sample_camera(np.random.default_rng(0), 512, 1024))
+        signs = np.asarray(canvas.labels) == 7
+        if signs.sum() < 100:
+            continue
+        palette = np.concatenate(canvas.palette.colors).astype(int)
+        colours = {tuple(c) for c in palette[np.asarray(canvas.paint)[signs]]}
+        ys, xs = np.nonzero(signs)
+        centre = tuple(palette[np.asarray(canvas.paint)[int(ys.mean()), int(xs.mean())]])
+        if np.abs(np.subtract(centre, face)).sum() < 40:
+            assert colours == {centre, rim}
+            return
+    pytest.fail(f"no sign with face {face} drawn")
 
 
 def test_cityscapes_layout_loads_through_the_readers(tmp_path):

@@ -31,6 +31,7 @@ from m2a_core.synthetic.textures import (
     Palette,
     class_color,
     render,
+    sign_rim,
 )
 
 ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY = range(11)
@@ -116,6 +117,13 @@ class Canvas:
                 draw.ellipse(box, outline=value, width=width)
             else:
                 draw.ellipse(box, fill=value)
+
+    def claim_ellipse(self, box, label: int, instance: int = 0) -> None:
+        """Label an ellipse without painting it: what shows through a spoked wheel belongs to the wheel."""
+        x0, y0, x1, y1 = box
+        box = [min(x0, x1), min(y0, y1), max(max(x0, x1), min(x0, x1) + 1), max(max(y0, y1), min(y0, y1) + 1)]
+        self.draws[0].ellipse(box, fill=label)
+        self.draws[2].ellipse(box, fill=instance)
 
     def line(self, points, label: int, color, width: float, instance: int = 0) -> None:
         points = [(float(x), float(y)) for x, y in points]
@@ -318,12 +326,15 @@ def pole(rng, x: float, depth: float, side: int) -> Draw:
         canvas.rectangle(upright_box(camera, x, half, 0, height, depth), POLE, color)
         if attachment == "sign":
             x0, y0, x1, y1 = upright_box(camera, x, 0.4, height - 0.8, height, depth)
-            if shape == "circle":
-                canvas.ellipse([x0, y0, x1, y1], SIGN, sign_color)
-            elif shape == "triangle":
-                canvas.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], SIGN, sign_color)
-            else:
-                canvas.rectangle([x0, y0, x1, y1], SIGN, sign_color)
+            rim = max(abs(x1 - x0) * 0.15, 0.5)  # the face inset by the rim, on every side
+            for inset, paint in ((0.0, sign_rim(sign_color)), (rim, sign_color)):
+                a0, b0, a1, b1 = x0 + inset, y0 + inset, x1 - inset, y1 - inset
+                if shape == "circle":
+                    canvas.ellipse([a0, b0, a1, b1], SIGN, paint)
+                elif shape == "triangle":  # the face's apex drops by two rims: the slanted rim is as wide
+                    canvas.polygon([((a0 + a1) / 2, b0 + inset), (a1, b1), (a0, b1)], SIGN, paint)
+                else:
+                    canvas.rectangle([a0, b0, a1, b1], SIGN, paint)
         elif attachment == "light":
             light(canvas, camera, x, height)
         elif attachment == "arm_light":
@@ -417,7 +428,8 @@ def two_wheeler(rng, x: float, depth: float, label: int, ridden: bool) -> Draw:
 
 
 def parked_bicycle(rng, x: float, depth: float) -> Draw:
-    """Side view: two wheel rings and a frame."""
+    """Side view: two spoked wheels and a frame. As Cityscapes annotates bicycles, a wheel is labelled as a
+    whole disc: the background seen between the spokes is bicycle too."""
     color = class_color(rng, BICYCLE)
 
     def draw(canvas: Canvas, camera: Camera) -> None:
@@ -425,7 +437,14 @@ def parked_bicycle(rng, x: float, depth: float) -> Draw:
         scale = camera.scale(depth)
         ring = max(int(0.07 * scale), 1)
         for wheel in (-0.55, 0.55):
-            canvas.ellipse(upright_box(camera, x + wheel, 0.34, 0, 0.68, depth), BICYCLE, TYRE, instance, ring)
+            box = upright_box(camera, x + wheel, 0.34, 0, 0.68, depth)
+            canvas.claim_ellipse(box, BICYCLE, instance)
+            centre = camera.project(x + wheel, 0.34, depth)
+            for angle in (0.0, np.pi / 3, 2 * np.pi / 3):
+                dx, dy = 0.34 * scale * np.cos(angle), 0.34 * scale * np.sin(angle)
+                canvas.line([(centre[0] - dx, centre[1] - dy), (centre[0] + dx, centre[1] + dy)], BICYCLE, TYRE,
+                            1, instance)
+            canvas.ellipse(box, BICYCLE, TYRE, instance, ring)
         frame = [camera.project(x - 0.55, 0.34, depth), camera.project(x, 0.8, depth),
                  camera.project(x + 0.55, 0.34, depth), camera.project(x - 0.1, 0.34, depth),
                  camera.project(x, 0.8, depth)]

@@ -65,6 +65,16 @@ SKIN: tuple[RGB, ...] = ((225, 185, 150), (160, 110, 80), (95, 65, 45))
 HELMETS: tuple[RGB, ...] = ((235, 235, 235), (215, 40, 40), (30, 30, 30))
 LAMP: tuple[RGB, ...] = ((255, 40, 30), (255, 190, 20), (40, 255, 90))
 LANE_PAINT: RGB = (225, 225, 215)
+# Sign rims by face colour, as road signs have them (white: red rim, yellow: black, blue and red: white): a white
+# face alone looks like the sky behind it.
+SIGN_RIMS: dict[RGB, RGB] = {(230, 230, 225): (190, 40, 40), (210, 200, 40): (30, 30, 30),
+                             (40, 70, 160): (230, 230, 225), (190, 40, 40): (230, 230, 225)}
+
+
+def sign_rim(face: RGB) -> RGB:
+    """The rim colour of a sign whose (jittered) face colour is ``face``: that of the nearest base face."""
+    nearest = min(SIGN_RIMS, key=lambda base: sum((a - b) ** 2 for a, b in zip(base, face, strict=True)))
+    return SIGN_RIMS[nearest]
 
 
 def appearance(label: int) -> Appearance:
