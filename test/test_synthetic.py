@@ -121,7 +121,7 @@ def test_outlier_pool_is_disjoint_in_appearance_from_test_anomalies(tmp_path):
     outlier_grid = np.concatenate([np.arange(low, high + 0.5) for low, high in OUTLIER_HUES])
     anomaly_grid = np.concatenate([np.arange(low, high + 0.5) for low, high in ANOMALY_HUES])
     apart = np.abs(outlier_grid[:, None] - anomaly_grid[None, :]) % 360
-    assert np.minimum(apart, 360 - apart).min() >= 20  # degrees around the hue circle
+    assert np.minimum(apart, 360 - apart).min() >= 10  # degrees around the hue circle
     write_outlier_pool(tmp_path, 20, seed=1, min_size=16, max_size=48, progress=False)
     outlier_hues = []
     for mask_path in sorted((tmp_path / "ood_annotations").glob("*.png")):

@@ -30,11 +30,12 @@ class Sprite:
     family: str
 
 
-def sample_color(rng: np.random.Generator, hues: HueRanges) -> tuple[float, float, float]:
-    """A saturated colour (RGB in [0, 1]) whose hue lies in one of ``hues`` (degrees)."""
+def sample_color(rng: np.random.Generator, hues: HueRanges, min_saturation: float = MIN_SATURATION,
+                 min_value: float = MIN_VALUE) -> tuple[float, float, float]:
+    """A colour (RGB in [0, 1]) whose hue lies in one of ``hues`` (degrees); saturated by default."""
     low, high = hues[int(rng.integers(len(hues)))]
     hue = rng.uniform(low, high) / 360.0
-    return colorsys.hsv_to_rgb(hue, rng.uniform(MIN_SATURATION, 1.0), rng.uniform(MIN_VALUE, 1.0))
+    return colorsys.hsv_to_rgb(hue, rng.uniform(min_saturation, 1.0), rng.uniform(min_value, 1.0))
 
 
 def hue_degrees(rgb: np.ndarray) -> np.ndarray:
@@ -129,7 +130,8 @@ def pattern_mask(rng: np.random.Generator, h: int, w: int, pattern: str) -> np.n
 
 
 def render_sprite(rng: np.random.Generator, families: dict[str, ShapeFunction], hues: HueRanges,
-                  width: int, height: int | None = None, family: str | None = None) -> Sprite:
+                  width: int, height: int | None = None, family: str | None = None,
+                  min_saturation: float = MIN_SATURATION, min_value: float = MIN_VALUE) -> Sprite:
     """One object ``width`` px wide (height from the family's aspect) with two colours from ``hues``."""
     family = family or list(families)[int(rng.integers(len(families)))]
     width = max(int(width), 3)
@@ -139,7 +141,7 @@ def render_sprite(rng: np.random.Generator, families: dict[str, ShapeFunction], 
     mask = shade > 0
     if not mask.any():  # degenerate polygon at tiny sizes: fall back to the whole box
         shade, mask = np.ones((height, width), np.float32), np.ones((height, width), bool)
-    primary, secondary = np.array(sample_color(rng, hues)), np.array(sample_color(rng, hues))
+    primary, secondary = (np.array(sample_color(rng, hues, min_saturation, min_value)) for _ in range(2))
     secondary_where = pattern_mask(rng, height, width, PATTERNS[int(rng.integers(len(PATTERNS)))])
     colors = np.where(secondary_where[..., None], secondary, primary)
     grain = 1.0 + rng.uniform(-0.04, 0.04, (height, width))  # same on all channels: hue unchanged
