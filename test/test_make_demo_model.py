@@ -137,6 +137,22 @@ def test_bad_thread_count_is_a_clear_error(tmp_path: Path):
 
 
 
+def test_a_finished_stage_is_reused_only_with_the_config_it_was_trained_with(smoke_run: Path):
+    from m2a_core.errors import M2AError
+    from m2a_core.training.checkpointing import load_checkpoint
+
+    saved = load_checkpoint(smoke_run / "stage2" / "last_checkpoint.pt")["config"]
+    assert make_demo_model.stage_is_finished(TrainConfig.from_dict(saved))
+    longer = TrainConfig.from_dict(saved)
+    longer.solver.max_iter += 10
+    with pytest.raises(M2AError, match=r"another config \(solver\.max_iter: \d+ -> \d+\): delete .*stage2"):
+        make_demo_model.stage_is_finished(longer)
+    other_pool = TrainConfig.from_dict(saved)
+    other_pool.anomaly_mix.probability = 0.2
+    with pytest.raises(M2AError, match="anomaly_mix.probability"):
+        make_demo_model.stage_is_finished(other_pool)
+
+
 def test_resume_reports_the_cost_of_reused_steps_as_first_measured(smoke_run: Path):
     """Last in this file: it redoes the run's export, calibration and evaluation."""
     before = json.loads((smoke_run / "steps.json").read_text())

@@ -141,8 +141,33 @@ def run_stage(config: TrainConfig, resume: bool, progress: bool) -> tuple[Path, 
 
 
 def stage_is_finished(config: TrainConfig) -> bool:
+    """Whether the stage's folder holds its final weights and a checkpoint at ``solver.max_iter``. A checkpoint
+    made with another config is an error, not something to resume or reuse (a changed recipe would otherwise
+    keep the old stage's weights)."""
+    from m2a_core.training.checkpointing import load_checkpoint
+
     out_dir = Path(config.output.dir)
-    return (out_dir / "last_checkpoint.pt").is_file() and (out_dir / "model_final.safetensors").is_file()
+    checkpoint = out_dir / "last_checkpoint.pt"
+    if not checkpoint.is_file():
+        return False
+    state = load_checkpoint(checkpoint)
+    differences = config_differences(state.get("config") or {}, config.to_dict())
+    if differences:
+        raise M2AError(f"{checkpoint} was trained with another config ({'; '.join(differences[:4])}): delete "
+                       f"{out_dir} to train this stage again")
+    return (out_dir / "model_final.safetensors").is_file() and int(state["iteration"]) >= config.solver.max_iter
+
+
+def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """'key: saved -> current' for every (nested) value that differs."""
+    differences = []
+    for key in sorted(set(saved) | set(current)):
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences += config_differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            differences.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return differences
 
 
 # ---------------------------------------------------------------------------------------------------
