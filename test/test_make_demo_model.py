@@ -142,15 +142,16 @@ def test_a_finished_stage_is_reused_only_with_the_config_it_was_trained_with(smo
     from m2a_core.training.checkpointing import load_checkpoint
 
     saved = load_checkpoint(smoke_run / "stage2" / "last_checkpoint.pt")["config"]
-    assert make_demo_model.stage_is_finished(TrainConfig.from_dict(saved))
+    final, earlier, reused = make_demo_model.run_stage(TrainConfig.from_dict(saved), True, False)
+    assert reused and earlier == 0.0 and final == smoke_run / "stage2" / "model_final.safetensors"
     longer = TrainConfig.from_dict(saved)
     longer.solver.max_iter += 10
     with pytest.raises(M2AError, match=r"another config \(solver\.max_iter: \d+ -> \d+\): delete .*stage2"):
-        make_demo_model.stage_is_finished(longer)
+        make_demo_model.run_stage(longer, True, False)
     other_pool = TrainConfig.from_dict(saved)
     other_pool.anomaly_mix.probability = 0.2
     with pytest.raises(M2AError, match="anomaly_mix.probability"):
-        make_demo_model.stage_is_finished(other_pool)
+        make_demo_model.run_stage(other_pool, True, False)
 
 
 def test_resume_reports_the_cost_of_reused_steps_as_first_measured(smoke_run: Path):

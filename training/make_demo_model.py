@@ -123,39 +123,28 @@ def stage_config(path: Path, out: Path, data: dict[str, Path], stage: int, max_i
     return config
 
 
-def run_stage(config: TrainConfig, resume: bool, progress: bool) -> tuple[Path, float]:
-    """Train one stage; returns its final weights and the training seconds of the checkpoint it resumed from
-    (an interrupted stage's cost is the earlier run's time to that checkpoint plus this run's)."""
+def run_stage(config: TrainConfig, resume: bool, progress: bool) -> tuple[Path, float, bool]:
+    """Train one stage; returns its final weights, the training seconds of the checkpoint it resumed from (an
+    interrupted stage's cost is the earlier run's time to that checkpoint plus this run's) and whether the stage
+    was already finished (reused). With ``resume``, a checkpoint made with another config is an error, not
+    something to resume or reuse (a changed recipe would otherwise keep the old stage's weights)."""
     from m2a_core.training.checkpointing import load_checkpoint
     from m2a_core.training.loop import train
 
     out_dir = Path(config.output.dir)
     final = out_dir / "model_final.safetensors"
-    if resume and stage_is_finished(config):
-        log(f"{final} exists: stage already finished")
-        return final, 0.0
     checkpoint = out_dir / "last_checkpoint.pt"
-    resume = resume and checkpoint.is_file()
-    earlier = float(load_checkpoint(checkpoint).get("seconds", 0.0)) if resume else 0.0
-    return train(config, resume=resume, progress=progress), earlier
-
-
-def stage_is_finished(config: TrainConfig) -> bool:
-    """Whether the stage's folder holds its final weights and a checkpoint at ``solver.max_iter``. A checkpoint
-    made with another config is an error, not something to resume or reuse (a changed recipe would otherwise
-    keep the old stage's weights)."""
-    from m2a_core.training.checkpointing import load_checkpoint
-
-    out_dir = Path(config.output.dir)
-    checkpoint = out_dir / "last_checkpoint.pt"
-    if not checkpoint.is_file():
-        return False
-    state = load_checkpoint(checkpoint)
+    state = load_checkpoint(checkpoint) if resume and checkpoint.is_file() else None
+    if state is None:
+        return train(config, resume=False, progress=progress), 0.0, False
     differences = config_differences(state.get("config") or {}, config.to_dict())
     if differences:
         raise M2AError(f"{checkpoint} was trained with another config ({'; '.join(differences[:4])}): delete "
                        f"{out_dir} to train this stage again")
-    return (out_dir / "model_final.safetensors").is_file() and int(state["iteration"]) >= config.solver.max_iter
+    if final.is_file() and int(state["iteration"]) >= config.solver.max_iter:
+        log(f"{final} exists: stage already finished")
+        return final, 0.0, True
+    return train(config, resume=True, progress=progress), float(state.get("seconds", 0.0)), False
 
 
 def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
@@ -407,12 +396,10 @@ def run(args: argparse.Namespace) -> int:
     data = make_data(out / "data", plan, progress, reuse=args.resume, workers=1 if args.smoke else 2)
     lap("data", reused)
     config = stage_config(STAGE1, out, data, 1, plan.stage1_iter, args.smoke)
-    reused = args.resume and stage_is_finished(config)
-    stage1, earlier = run_stage(config, args.resume, progress)
+    stage1, earlier, reused = run_stage(config, args.resume, progress)
     lap("stage1", reused, earlier)
     config = stage_config(STAGE2, out, data, 2, plan.stage2_iter, args.smoke, init=stage1)
-    reused = args.resume and stage_is_finished(config)
-    stage2, earlier = run_stage(config, args.resume, progress)
+    stage2, earlier, reused = run_stage(config, args.resume, progress)
     lap("stage2", reused, earlier)
     weights = out / WEIGHTS_NAME
     export_half(stage2, weights)
