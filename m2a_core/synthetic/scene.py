@@ -109,9 +109,14 @@ class Canvas:
         for draw, value in zip(self.draws, self._values(label, color, instance), strict=True):
             draw.rectangle(box, fill=value)
 
-    def ellipse(self, box, label: int, color, instance: int = 0, width: int = 0) -> None:
+    @staticmethod
+    def _ellipse_box(box) -> list[float]:
+        """Ordered corners, at least one pixel each way (PIL needs x1 >= x0 and y1 >= y0)."""
         x0, y0, x1, y1 = box
-        box = [min(x0, x1), min(y0, y1), max(max(x0, x1), min(x0, x1) + 1), max(max(y0, y1), min(y0, y1) + 1)]
+        return [min(x0, x1), min(y0, y1), max(max(x0, x1), min(x0, x1) + 1), max(max(y0, y1), min(y0, y1) + 1)]
+
+    def ellipse(self, box, label: int, color, instance: int = 0, width: int = 0) -> None:
+        box = self._ellipse_box(box)
         for draw, value in zip(self.draws, self._values(label, color, instance), strict=True):
             if width:
                 draw.ellipse(box, outline=value, width=width)
@@ -120,8 +125,7 @@ class Canvas:
 
     def claim_ellipse(self, box, label: int, instance: int = 0) -> None:
         """Label an ellipse without painting it: what shows through a spoked wheel belongs to the wheel."""
-        x0, y0, x1, y1 = box
-        box = [min(x0, x1), min(y0, y1), max(max(x0, x1), min(x0, x1) + 1), max(max(y0, y1), min(y0, y1) + 1)]
+        box = self._ellipse_box(box)
         self.draws[0].ellipse(box, fill=label)
         self.draws[2].ellipse(box, fill=instance)
 
