@@ -74,6 +74,9 @@ class SolverConfig:
     clip_norm: float = 0.01
     poly_power: float = 0.9
     amp: bool = True              # CUDA only; ignored on CPU
+    # bfloat16 autocast on CPU (no loss scaling needed): ~10 % faster steps on CPUs with AVX-512 bf16 or AMX;
+    # losses and matching stay in float32.
+    cpu_bf16: bool = False
     freeze_backbone: bool = True
     # Train the backbone's BatchNorms (batch statistics) instead of keeping them frozen: for a backbone trained
     # from scratch (no pretrained statistics). The exported weights hold them frozen again (same layout).
