@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the run was made with make_demo_model.py --smoke: its tiny plan (2 iterations)")
     parser.add_argument("--resume", action="store_true",
                         help="keep a finished baseline training, resume an interrupted one (default: train afresh)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch CPU threads (default 2, as make_demo_model.py, so both time stage 1 alike)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
