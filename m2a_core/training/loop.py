@@ -244,7 +244,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     optimizer = build_optimizer(model, solver.lr, solver.weight_decay, solver.backbone_multiplier)
     scheduler = build_scheduler(optimizer, solver.max_iter, solver.poly_power)
     use_amp = solver.amp and device.type == "cuda"
-    use_bf16 = solver.cpu_bf16 and device.type == "cpu"
+    # Mixed precision for the model's forward (losses cast to float32 themselves): fp16 with loss scaling on CUDA,
+    # bf16 (no scaling needed) on CPU.
+    autocast_dtype = torch.float16 if use_amp else torch.bfloat16 if solver.cpu_bf16 and device.type == "cpu" else None
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp) if device.type == "cuda" else None
 
     start = 0
@@ -282,13 +284,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     iteration = start
     for samples in loader:
         images, targets, semantic = make_batch(samples, model.config.pixel_mean, model.config.pixel_std, device)
-        if use_amp:
-            autocast = torch.autocast("cuda", dtype=torch.float16)
-        elif use_bf16:
-            autocast = torch.autocast("cpu", dtype=torch.bfloat16)
-        else:
-            autocast = nullcontext()
-        with autocast:
+        with torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext():
             outputs = trained(images)
         losses = criterion(outputs, targets, semantic if use_outlier else None)
         total = sum(losses.values())
